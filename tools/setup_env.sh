@@ -111,7 +111,7 @@ WRAP
     log "using cached Horovod wheel $wheel_dir"
   fi
   "${pip[@]}" install --no-deps "$wheel_dir"/horovod-*.whl
-  "${pip[@]}" install cloudpickle psutil pyyaml  # Horovod's own runtime deps
+  "${pip[@]}" install cffi cloudpickle psutil pyyaml  # Horovod's own runtime deps
 fi
 
 # --- the rest and the package itself -------------------------------------------------------------

@@ -1,0 +1,326 @@
+"""Typed configuration: dataclasses with a docstring per field, YAML files and `--set a.b=value`.
+
+Every key a user can write is a field below; an unknown key or a value of the wrong type is a
+`ConfigError` naming the key. The defaults ARE the default search (Fashion-MNIST, 40 % noise);
+`configs/fmnist_noisy.yaml` states them explicitly and a test keeps the two equal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config key, type or value. The message names the key."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fmnist"
+    """fmnist | cifar10 | cifar100 | imagenet."""
+    root: str = "/usr/share/datasets/fashion-mnist"
+    """Dataset location: IDX files (fmnist), the python pickle directory (cifar), or the folder
+    holding train/ and val/ (imagenet)."""
+    backend: str = "torch"
+    """dali | torch: the training-batch pipeline (DALI on the GPU when CUDA is present, else on the CPU)."""
+    dali_device: str = "auto"
+    """auto | cpu | gpu: where DALI runs; gpu without CUDA is an error."""
+    search_train_size: int = 10000
+    """Training images in the search subset (paper: 20k of CIFAR's 50k); 0 = all not used for validation."""
+    val_size: int = 2000
+    """Clean, class-balanced validation images held out of the training set (paper: 5k)."""
+    test_size: int = 0
+    """Test images to evaluate on in the test phase; 0 = the whole test set."""
+    noise_mode: str = "uniform_mix"
+    """none | uniform_mix | flip | pair (see law_spec.md)."""
+    noise_rate: float = 0.4
+    """Probability p that a training label is corrupted."""
+    imbalance: str = "none"
+    """none | discard | long_tail."""
+    imbalance_factor: float = 100.0
+    """long_tail: n_max / n_min."""
+    discard_classes: list[int] = field(default_factory=lambda: [0, 1])
+    """discard: the classes that lose samples (paper: 0 and 1)."""
+    discard_keep: float = 0.04
+    """discard: the fraction of those classes kept (paper: 4 %)."""
+    augment: str = "crop_flip"
+    """none | crop_flip (pad-4 random crop + horizontal flip; random-resized-crop for imagenet)."""
+    batch_size: int = 128
+    """Training batch per rank."""
+    eval_batch_size: int = 1000
+    """Batch for validation/test evaluation."""
+    image_size: int = 224
+    """imagenet: crop size."""
+    per_class_images: int = 0
+    """imagenet search subset: images per class (paper: 100); 0 = use search_train_size."""
+    on_corrupt_image: str = "fail"
+    """fail | skip: what one unreadable image does to a long job (always logged)."""
+    num_workers: int = 1
+    """Worker threads/processes of the data pipeline per rank."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"
+    """A name registered in law_hpc.models (small_cnn, resnet18_cifar, resnet32_cifar, wrn28_10, ...)."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.05
+    """Initial SGD learning rate of the classifiers."""
+    momentum: float = 0.9
+    """SGD momentum (paper 0.9)."""
+    weight_decay: float = 2e-5
+    """SGD weight decay (paper 2e-5)."""
+    lr_decay_stages: list[int] = field(default_factory=lambda: [10, 13, 16])
+    """Stages (1-based, of search.stages) at whose start the lr is multiplied by lr_decay (paper: 10, 13, 16 of 20)."""
+    lr_decay: float = 0.1
+    """Multiplier applied at each of lr_decay_stages."""
+    warmup_epochs: float = 0.0
+    """Linear lr warm-up in epochs (paper ImageNet: 2)."""
+
+
+@dataclass
+class SearchConfig:
+    episodes: int = 6
+    """L: complete trainings of a fresh classifier pair per searcher."""
+    epochs: int = 8
+    """Epochs of one episode (one complete training)."""
+    stages: int = 10
+    """T_max: stages per episode, equal numbers of iterations (paper: 20)."""
+    warmup_stages: int = 2
+    """Leading stages trained unweighted (w = 1) and not acted upon (paper: 4 of 20)."""
+    pair_mode: str = "sequential"
+    """threads | sequential: how the target and reference nets step on each batch."""
+    reward_scale: float = 1.0
+    """s in r_w = s * exp(k * ce / ne) (Eq. 9)."""
+    reward_k: float = 1.0
+    """k in r_w = s * exp(k * ce / ne) (Eq. 9)."""
+    smoothing: float = 0.9
+    """EMA factor of l_smooth and acc_smooth in the stage state."""
+    max_iters_per_epoch: int = 0
+    """Cap on iterations per epoch (0 = the whole split); for smoke runs."""
+
+
+@dataclass
+class StrategyConfig:
+    embed_dim: int = 16
+    """d: size of the learned stage embedding e_T."""
+    hidden: int = 64
+    """Width of the actor and critic MLPs (4 linear layers each)."""
+    actor_lr: float = 1e-5
+    """Adam lr of the actor and the stage embedding (paper 1e-5)."""
+    critic_lr: float = 1e-4
+    """Adam lr of the critic (paper 1e-4)."""
+    gamma: float = 0.9
+    """Discount of the TD target (Eq. 12)."""
+    tau: float = 0.01
+    """Soft-update rate of the target actor/critic."""
+    target_networks: bool = True
+    """Use target copies mu', Q' in the TD target (standard DDPG); false = the paper's literal Q, mu."""
+    action_scale: float = 1.0
+    """The actor's tanh output is multiplied by this: theta_T and b lie in [-scale, scale]."""
+    exploration: str = "gaussian"
+    """gaussian | ou: exploration noise added to a_T during search."""
+    noise_sigma: float = 0.3
+    """Std of the exploration noise in the first episode."""
+    noise_decay: float = 0.8
+    """Noise std multiplier per episode."""
+    buffer_capacity: int = 10000
+    """FIFO replay buffer capacity (transitions per searcher)."""
+    fdu_epochs: int = 4
+    """Full Data Update: passes over the whole buffer at every stage end (Algorithm 1)."""
+    fdu_batch: int = 32
+    """Full Data Update minibatch size."""
+    density: str = "cosine"
+    """cosine | dot: similarity of logits behind the density feature."""
+    label_feature: str = "log_freq"
+    """log_freq | index: the label feature."""
+    weight_norm: str = "mean"
+    """mean | sum_w: mean_i(K_i l_i) or sum K_i l_i / sum K_i."""
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    seed: int = 0
+    """Base seed: every random stream derives from (seed, rank, episode, ...)."""
+    deterministic: bool = True
+    """torch deterministic algorithms (exact resume on CPU)."""
+    threads_per_rank: int = 0
+    """torch intra-op threads per rank; 0 = cores on the node / local ranks."""
+    checkpoint_every_stage: bool = True
+    """Write a per-rank checkpoint at every stage end."""
+
+
+_CHOICES = {
+    "data.dataset": {"fmnist", "cifar10", "cifar100", "imagenet"},
+    "data.backend": {"dali", "torch"},
+    "data.dali_device": {"auto", "cpu", "gpu"},
+    "data.noise_mode": {"none", "uniform_mix", "flip", "pair"},
+    "data.imbalance": {"none", "discard", "long_tail"},
+    "data.augment": {"none", "crop_flip"},
+    "data.on_corrupt_image": {"fail", "skip"},
+    "search.pair_mode": {"threads", "sequential"},
+    "strategy.exploration": {"gaussian", "ou"},
+    "strategy.density": {"cosine", "dot"},
+    "strategy.label_feature": {"log_freq", "index"},
+    "strategy.weight_norm": {"mean", "sum_w"},
+}
+
+
+def _coerce(key: str, value, typ):
+    """Check/convert `value` to the annotated type `typ`; raise ConfigError naming `key`."""
+    origin = typing.get_origin(typ)
+    if origin is list:
+        (item_type,) = typing.get_args(typ)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+    raise ConfigError(f"config key '{key}': unsupported type {typ}")
+
+
+def _apply(obj, mapping: dict, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in mapping.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}' (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{full}': expected a section (mapping), got {value!r}")
+            _apply(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(full, value, hints[key]))
+
+
+def _set_override(cfg: Config, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got '{assignment}'")
+    dotted, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {dotted}: cannot parse value '{raw}': {err}") from None
+    nested: dict = {}
+    cursor = nested
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    # a string field given a YAML scalar such as 'none' or '1e-3' keeps its text
+    try:
+        _apply(cfg, nested)
+    except ConfigError:
+        field_type = _field_type(cfg, parts)
+        if field_type is str:
+            cursor[parts[-1]] = raw
+            _apply(cfg, nested)
+        elif field_type is float and isinstance(value, str):
+            try:
+                cursor[parts[-1]] = float(raw)
+            except ValueError:
+                raise ConfigError(f"config key '{dotted}': expected a number, got '{raw}'") from None
+            _apply(cfg, nested)
+        else:
+            raise
+
+
+def _field_type(cfg, parts):
+    obj = cfg
+    for part in parts[:-1]:
+        obj = getattr(obj, part, None)
+        if not dataclasses.is_dataclass(obj):
+            return None
+    return typing.get_type_hints(type(obj)).get(parts[-1])
+
+
+def validate(cfg: Config) -> None:
+    """Check choices and ranges; raise ConfigError naming the key."""
+    for dotted, allowed in _CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{dotted}': '{value}' is not one of {sorted(allowed)}")
+    s, d, st = cfg.search, cfg.data, cfg.strategy
+    checks = [
+        (s.episodes >= 1, "search.episodes", "must be >= 1"),
+        (s.epochs >= 1, "search.epochs", "must be >= 1"),
+        (s.stages >= 1, "search.stages", "must be >= 1"),
+        (0 <= s.warmup_stages < s.stages, "search.warmup_stages", "must be in [0, search.stages)"),
+        (0.0 <= d.noise_rate <= 1.0, "data.noise_rate", "must be in [0, 1]"),
+        (d.batch_size >= 2, "data.batch_size", "must be >= 2 (density needs two samples)"),
+        (d.val_size >= 1, "data.val_size", "must be >= 1"),
+        (0.0 < d.discard_keep <= 1.0, "data.discard_keep", "must be in (0, 1]"),
+        (d.imbalance_factor >= 1.0, "data.imbalance_factor", "must be >= 1"),
+        (st.fdu_batch >= 1 and st.fdu_epochs >= 0, "strategy.fdu_batch", "fdu_batch >= 1, fdu_epochs >= 0"),
+        (st.buffer_capacity >= 1, "strategy.buffer_capacity", "must be >= 1"),
+        (0.0 <= st.tau <= 1.0, "strategy.tau", "must be in [0, 1]"),
+        (0.0 <= s.smoothing < 1.0, "search.smoothing", "must be in [0, 1)"),
+    ]
+    for ok, key, why in checks:
+        if not ok:
+            raise ConfigError(f"config key '{key}': {why}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Defaults, then the YAML file at `path` (if any), then `key=value` overrides; validated."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            mapping = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+        _apply(cfg, mapping)
+    for assignment in overrides:
+        _set_override(cfg, assignment)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (stored in metrics.h5 and compared on resume)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_yaml(text: str) -> Config:
+    cfg = Config()
+    _apply(cfg, yaml.safe_load(text) or {})
+    validate(cfg)
+    return cfg

@@ -1,0 +1,1 @@
+"""Training machinery: the target/reference classifier pair of one searcher."""

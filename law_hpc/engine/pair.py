@@ -1,0 +1,184 @@
+"""The classifier pair of one searcher (Duplicate Networks Reward).
+
+The target net is trained with the policy's weights, the reference net plainly, on IDENTICAL
+batches. Both start from the same initialisation (parameters, buffers, optimizer state), so with
+uniform weighting they stay bit-identical and any accuracy gap is the policy's doing.
+The two nets step sequentially, or concurrently in two threads (`pair_mode`); torch releases the
+GIL inside its kernels, so the threads overlap where the cores allow it.
+"""
+from __future__ import annotations
+
+import copy
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..law.features import item_features
+from ..law.policy import sample_weights, weighted_mean_loss
+
+
+@dataclass
+class FeatureSettings:
+    """What the target step needs to turn logits into weights."""
+
+    log_class_freq: torch.Tensor
+    density: str = "cosine"
+    label_feature: str = "log_freq"
+    weight_norm: str = "mean"
+
+
+@dataclass
+class StageStats:
+    """What a stage of training measured; per-sample means over the stage's batches."""
+
+    loss_target: float
+    loss_reference: float
+    weight_mean: float
+    weight_std: float
+    class_weight_mean: np.ndarray
+    samples: int
+    finite: bool
+
+
+def make_sgd(net: torch.nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    return torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+class ClassifierPair:
+    """target_net + reference_net with their SGD optimizers, stepping on the same batches."""
+
+    def __init__(self, target_net, reference_net, target_optimizer, reference_optimizer, mode: str = "sequential"):
+        if mode not in ("sequential", "threads"):
+            raise ValueError(f"unknown pair mode '{mode}'")
+        self.target_net, self.reference_net = target_net, reference_net
+        self.target_optimizer, self.reference_optimizer = target_optimizer, reference_optimizer
+        self.mode = mode
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference") if mode == "threads" else None
+
+    @classmethod
+    def create(cls, model_factory: Callable[[], torch.nn.Module], init_seed: int, device, lr: float,
+               momentum: float, weight_decay: float, mode: str = "sequential") -> "ClassifierPair":
+        """A freshly initialised target (seeded by `init_seed`) and its exact copy as the reference."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            target_net = model_factory().to(device)
+        reference_net = copy.deepcopy(target_net)
+        target_optimizer = make_sgd(target_net, lr, momentum, weight_decay)
+        reference_optimizer = make_sgd(reference_net, lr, momentum, weight_decay)
+        reference_optimizer.load_state_dict(target_optimizer.state_dict())
+        return cls(target_net, reference_net, target_optimizer, reference_optimizer, mode)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    # --- one iteration -----------------------------------------------------------------------------
+    def _set_lr(self, lr: float) -> None:
+        for optimizer in (self.target_optimizer, self.reference_optimizer):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+    def _step_reference(self, images, labels) -> torch.Tensor:
+        self.reference_net.train()
+        loss = F.cross_entropy(self.reference_net(images), labels)
+        self.reference_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.reference_optimizer.step()
+        return loss.detach()
+
+    def _step_target(self, images, labels, action, features: FeatureSettings):
+        self.target_net.train()
+        logits = self.target_net(images)
+        per_sample_loss = F.cross_entropy(logits, labels, reduction="none")
+        if action is None:
+            weights = torch.ones_like(per_sample_loss)
+            loss = per_sample_loss.mean()
+        else:
+            # K_T(f, theta_T) on features of the target's own forward pass (Eq. 3, 6), no gradient.
+            f = item_features(logits, labels, features.log_class_freq, features.density, features.label_feature)
+            weights = sample_weights(f, action)
+            loss = weighted_mean_loss(per_sample_loss, weights, features.weight_norm)  # Eq. 7
+        self.target_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.target_optimizer.step()
+        return per_sample_loss.detach().mean(), weights.detach()
+
+    def step(self, images, labels, lr: float, action, features: FeatureSettings):
+        """One SGD step of both nets on the same batch; returns (target loss, reference loss, weights)."""
+        self._set_lr(lr)
+        if self._executor is None:
+            loss_reference = self._step_reference(images, labels)
+            loss_target, weights = self._step_target(images, labels, action, features)
+        else:
+            future = self._executor.submit(self._step_reference, images, labels)
+            loss_target, weights = self._step_target(images, labels, action, features)
+            loss_reference = future.result()
+        return loss_target, loss_reference, weights
+
+    # --- a stage and an evaluation -------------------------------------------------------------------
+    def train_stage(self, batches: Iterator, iterations: int, lr_at_step: Callable[[int], float],
+                    first_step: int, action, features: FeatureSettings, num_classes: int) -> StageStats:
+        """`iterations` steps on the next batches of the stream with the stage's fixed action."""
+        device = next(self.target_net.parameters()).device
+        loss_target_sum = torch.zeros((), device=device, dtype=torch.float64)
+        loss_reference_sum = torch.zeros_like(loss_target_sum)
+        weight_sum = torch.zeros_like(loss_target_sum)
+        weight_sq_sum = torch.zeros_like(loss_target_sum)
+        class_weight_sum = torch.zeros(num_classes, device=device, dtype=torch.float64)
+        class_count = torch.zeros(num_classes, device=device, dtype=torch.float64)
+        samples = 0
+        action_on_device = None if action is None else torch.as_tensor(action, dtype=torch.float32, device=device)
+        for offset in range(iterations):
+            batch = next(batches)
+            loss_target, loss_reference, weights = self.step(
+                batch.images, batch.labels, lr_at_step(first_step + offset), action_on_device, features)
+            size = batch.labels.numel()
+            samples += size
+            # Accumulate on the device: no host sync per iteration.
+            loss_target_sum += loss_target * size
+            loss_reference_sum += loss_reference * size
+            w = weights.double()
+            weight_sum += w.sum()
+            weight_sq_sum += (w * w).sum()
+            class_weight_sum.index_add_(0, batch.labels, w)
+            class_count.index_add_(0, batch.labels, torch.ones_like(w))
+        n = max(samples, 1)
+        weight_mean = float(weight_sum) / n
+        weight_var = max(float(weight_sq_sum) / n - weight_mean ** 2, 0.0)
+        class_mean = (class_weight_sum / class_count.clamp_min(1)).cpu().numpy()
+        class_mean[class_count.cpu().numpy() == 0] = np.nan
+        loss_target_mean = float(loss_target_sum) / n
+        loss_reference_mean = float(loss_reference_sum) / n
+        return StageStats(loss_target_mean, loss_reference_mean, weight_mean, weight_var ** 0.5, class_mean,
+                          samples, bool(np.isfinite([loss_target_mean, loss_reference_mean]).all()))
+
+    @torch.no_grad()
+    def evaluate(self, eval_batches) -> tuple[float, float]:
+        """Top-1 accuracy (fraction) of the target and reference nets on clean evaluation batches."""
+        self.target_net.eval()
+        self.reference_net.eval()
+        correct_target = correct_reference = total = 0
+        for images, labels in eval_batches:
+            correct_target += int((self.target_net(images).argmax(1) == labels).sum())
+            correct_reference += int((self.reference_net(images).argmax(1) == labels).sum())
+            total += labels.numel()
+        return correct_target / max(total, 1), correct_reference / max(total, 1)
+
+    def state_dict(self) -> dict:
+        return {
+            "target_net": self.target_net.state_dict(),
+            "reference_net": self.reference_net.state_dict(),
+            "target_optimizer": self.target_optimizer.state_dict(),
+            "reference_optimizer": self.reference_optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.target_net.load_state_dict(state["target_net"])
+        self.reference_net.load_state_dict(state["reference_net"])
+        self.target_optimizer.load_state_dict(state["target_optimizer"])
+        self.reference_optimizer.load_state_dict(state["reference_optimizer"])

@@ -1,0 +1,135 @@
+"""Per-rank HDF5 checkpoints written atomically: temp file, fsync, rename, directory fsync.
+
+Layout of one checkpoint: arrays (the replay buffer) as datasets under /arrays, torch objects (nets,
+optimizers, strategy model, RNG states) serialised under /torch, counters as attributes. A SHA-256
+over every dataset and the `complete` attribute (written last) mark a usable file; `load_latest`
+skips a truncated or corrupt one with a warning and takes the previous one.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.h5$")
+
+
+def checkpoint_dir(run_dir: str | Path, rank: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"rank{rank:04d}"
+
+
+def _torch_bytes(obj) -> np.ndarray:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+
+
+def _digest(file: h5py.File) -> str:
+    digest = hashlib.sha256()
+    names: list[str] = []
+    file.visit(lambda name: names.append(name) if isinstance(file[name], h5py.Dataset) else None)
+    for name in sorted(names):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(file[name][()]).tobytes())
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(directory: Path, episode: int, stage: int, arrays: dict[str, np.ndarray],
+                    torch_objects: dict, attrs: dict, keep: int = 2) -> Path:
+    """Write ckpt-e<episode>-s<stage>.h5 atomically; keep the newest `keep` files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"ckpt-e{episode:05d}-s{stage:05d}.h5"
+    temporary = directory / f".{final.name}.tmp-{os.getpid()}"
+    try:
+        with h5py.File(temporary, "w") as file:
+            for name, array in arrays.items():
+                file.create_dataset(f"arrays/{name}", data=np.asarray(array))
+            for name, obj in torch_objects.items():
+                file.create_dataset(f"torch/{name}", data=_torch_bytes(obj))
+            for key, value in attrs.items():
+                file.attrs[key] = value
+            file.attrs["episode"], file.attrs["stage"] = episode, stage
+            file.attrs["sha256"] = _digest(file)
+            file.attrs["complete"] = 1
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+        _fsync_dir(directory)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise OSError(f"writing checkpoint {final} failed ({err}); the previous checkpoint is intact") from err
+    for old in list_checkpoints(directory)[keep:]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files of one rank, newest (episode, stage) first."""
+    if not directory.is_dir():
+        return []
+    found = [(tuple(map(int, m.groups())), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def _verified(file: h5py.File, path: Path) -> dict:
+    attrs = dict(file.attrs)
+    if attrs.get("complete") != 1:
+        raise ValueError(f"checkpoint {path} has no completeness marker")
+    if _digest(file) != attrs.get("sha256"):
+        raise ValueError(f"checkpoint {path} fails its checksum")
+    return attrs
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise ValueError unless `path` is complete and its checksum matches."""
+    try:
+        with h5py.File(path, "r") as file:
+            _verified(file, path)
+    except OSError as err:
+        raise ValueError(f"checkpoint {path} is unreadable (truncated?): {err}") from None
+
+
+def read_checkpoint(path: Path) -> dict:
+    """{'arrays', 'torch', 'attrs'} of a verified checkpoint; ValueError if incomplete or corrupt."""
+    try:
+        with h5py.File(path, "r") as file:
+            attrs = _verified(file, path)
+            arrays = {name: file[f"arrays/{name}"][()] for name in file.get("arrays", {})}
+            blobs = {name: file[f"torch/{name}"][()].tobytes() for name in file.get("torch", {})}
+    except OSError as err:
+        raise ValueError(f"checkpoint {path} is unreadable (truncated?): {err}") from None
+    objects = {name: torch.load(io.BytesIO(blob), weights_only=False) for name, blob in blobs.items()}
+    return {"arrays": arrays, "torch": objects, "attrs": attrs, "path": path}
+
+
+def complete_positions(directory: Path) -> list[tuple[int, int]]:
+    """(episode, stage) of every checkpoint that verifies, newest first; bad ones warned about."""
+    positions = []
+    for path in list_checkpoints(directory):
+        try:
+            verify_checkpoint(path)
+        except ValueError as err:
+            warnings.warn(f"skipping checkpoint: {err}", stacklevel=2)
+            continue
+        m = _NAME.match(path.name)
+        positions.append((int(m.group(1)), int(m.group(2))))
+    return positions
+
+
+def checkpoint_path(directory: Path, episode: int, stage: int) -> Path:
+    return directory / f"ckpt-e{episode:05d}-s{stage:05d}.h5"

@@ -1,0 +1,134 @@
+"""DIR/metrics.h5: one row per (episode, stage, rank), written by rank 0, readable live (SWMR).
+
+Layout (the contract in architecture.md): group /stages with equal-length 1-D datasets, /stages/action
+(N x 5), /class_weight_mean (N x C) in the same row order, /events (NaN losses, resumes), /data_report
+(noise and class counts of the data), and file attributes (config YAML, world size, versions, git commit).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+MAGIC = "law_hpc.metrics/1"
+# Column name -> dtype. The order is the row order of the contract, then extras.
+STAGE_COLUMNS = {
+    "episode": np.int64, "stage": np.int64, "rank": np.int64, "lr": np.float64, "weighted": np.int64,
+    "reward": np.float64, "acc_target": np.float64, "acc_reference": np.float64,
+    "loss_target": np.float64, "loss_reference": np.float64, "weight_mean": np.float64,
+    "weight_std": np.float64, "stage_seconds": np.float64, "samples_per_second": np.float64,
+    "strategy_checksum": np.int64,
+    # extras
+    "epoch": np.float64, "l_smooth": np.float64, "acc_smooth": np.float64, "fdu_minibatches": np.int64,
+    "critic_loss": np.float64, "actor_loss": np.float64, "checkpoint_seconds": np.float64,
+}
+EVENT_COLUMNS = {"episode": np.int64, "stage": np.int64, "rank": np.int64, "kind": "S32"}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _create_column(group, name, dtype, extra_shape=()):
+    group.create_dataset(name, shape=(0, *extra_shape), maxshape=(None, *extra_shape), dtype=dtype,
+                         chunks=(256, *extra_shape))
+
+
+class MetricsLog:
+    """Append-only writer (rank 0 only). Rows beyond a checkpoint's cursor are cut on resume."""
+
+    def __init__(self, path: str | Path, file: h5py.File):
+        self.path, self.file = Path(path), file
+
+    @classmethod
+    def create(cls, path, num_classes: int, attrs: dict, data_report: dict) -> "MetricsLog":
+        """A new file; attributes and the data report must exist before SWMR mode starts."""
+        file = h5py.File(path, "w", libver="latest")
+        file.attrs["format"] = MAGIC
+        for key, value in attrs.items():
+            file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
+        stages = file.create_group("stages")
+        for name, dtype in STAGE_COLUMNS.items():
+            _create_column(stages, name, dtype)
+        _create_column(stages, "action", np.float64, (5,))
+        _create_column(file, "class_weight_mean", np.float64, (num_classes,))
+        events = file.create_group("events")
+        for name, dtype in EVENT_COLUMNS.items():
+            _create_column(events, name, dtype)
+        report = file.create_group("data_report")
+        for key, value in data_report.items():
+            report.create_dataset(key, data=np.asarray(value))
+        file.swmr_mode = True
+        return cls(path, file)
+
+    @classmethod
+    def reopen(cls, path, cursor: int) -> "MetricsLog":
+        """Reopen for appending after a resume, dropping rows written after the checkpoint (cursor)."""
+        file = h5py.File(path, "r+", libver="latest")
+        if file.attrs.get("format") != MAGIC:
+            raise ValueError(f"{path} is not a law_hpc metrics file")
+        for dataset in list(file["stages"].values()) + [file["class_weight_mean"]]:
+            if dataset.shape[0] > cursor:
+                dataset.resize(cursor, axis=0)
+        file.swmr_mode = True
+        return cls(path, file)
+
+    @property
+    def rows(self) -> int:
+        return self.file["stages/episode"].shape[0]
+
+    def append(self, rows: list[dict]) -> None:
+        """Append rows (dicts with every stage column, 'action' and 'class_weight_mean'); flush for readers."""
+        if not rows:
+            return
+        start, count = self.rows, len(rows)
+        targets = [(self.file["stages"][name], name) for name in STAGE_COLUMNS] + [
+            (self.file["stages/action"], "action"), (self.file["class_weight_mean"], "class_weight_mean")]
+        for dataset, name in targets:
+            dataset.resize(start + count, axis=0)
+            dataset[start:start + count] = np.asarray([row[name] for row in rows], dtype=dataset.dtype)
+        self.file.flush()
+
+    def event(self, episode: int, stage: int, rank: int, kind: str) -> None:
+        events = self.file["events"]
+        start = events["episode"].shape[0]
+        for name, value in (("episode", episode), ("stage", stage), ("rank", rank), ("kind", kind.encode())):
+            events[name].resize(start + 1, axis=0)
+            events[name][start] = value
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def open_metrics(path: str | Path) -> h5py.File:
+    """Open a metrics file for reading, also while a job writes it. Clear errors for foreign/truncated files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics file at {path}")
+    try:
+        file = h5py.File(path, "r", libver="latest", swmr=True)
+    except OSError as err:
+        raise ValueError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {err}") from None
+    if file.attrs.get("format") != MAGIC:
+        file.close()
+        raise ValueError(f"{path} is not a law_hpc metrics file (no '{MAGIC}' format attribute)")
+    return file
+
+
+def read_stages(path: str | Path) -> dict[str, np.ndarray]:
+    """All /stages columns plus 'action' and 'class_weight_mean' as arrays of equal length."""
+    with open_metrics(path) as file:
+        stages = file["stages"]
+        n = min(stages[name].shape[0] for name in stages)  # a live file may be mid-append
+        columns = {name: stages[name][:n] for name in stages}
+        columns["class_weight_mean"] = file["class_weight_mean"][:n]
+    return columns

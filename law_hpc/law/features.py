@@ -1,0 +1,59 @@
+"""Item features f = [loss, entropy, density, label] (paper Eq. 6), z-scored per batch."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+FEATURE_NAMES = ("loss", "entropy", "density", "label")
+NUM_FEATURES = len(FEATURE_NAMES)
+
+
+def batch_density(logits: torch.Tensor, similarity: str = "cosine") -> torch.Tensor:
+    """density_i = sum_{j != i} S_ij / (B - 1), S = similarity of logit vectors.
+
+    The paper writes S = Lo^T Lo (a dot product, `similarity="dot"`); cosine (default) removes the
+    dependence on the logits' scale, which grows as the network trains.
+    """
+    if similarity == "cosine":
+        vectors = F.normalize(logits, dim=1)
+    elif similarity == "dot":
+        vectors = logits
+    else:
+        raise ValueError(f"unknown density similarity '{similarity}'")
+    sim = vectors @ vectors.T
+    batch = logits.shape[0]
+    return (sim.sum(dim=1) - sim.diagonal()) / max(batch - 1, 1)
+
+
+def zscore(columns: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-column (mean 0, std 1) over the batch; a constant column becomes 0."""
+    mean = columns.mean(dim=0, keepdim=True)
+    std = columns.std(dim=0, unbiased=False, keepdim=True)
+    return (columns - mean) / std.clamp_min(eps)
+
+
+@torch.no_grad()
+def item_features(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    log_class_freq: torch.Tensor,
+    density: str = "cosine",
+    label_feature: str = "log_freq",
+) -> torch.Tensor:
+    """[B, 4] normalised features of a batch from the target net's logits (no gradient).
+
+    log_class_freq[c] = log(frequency of observed label c in the training set); it is the label
+    feature by default (`label_feature="log_freq"`), the raw class index with "index".
+    """
+    logits = logits.detach().float()
+    per_sample_loss = F.cross_entropy(logits, labels, reduction="none")
+    log_probs = F.log_softmax(logits, dim=1)
+    entropy = -(log_probs.exp() * log_probs).sum(dim=1)
+    dens = batch_density(logits, density)
+    if label_feature == "log_freq":
+        label = log_class_freq.to(logits.device)[labels]
+    elif label_feature == "index":
+        label = labels.float()
+    else:
+        raise ValueError(f"unknown label feature '{label_feature}'")
+    return zscore(torch.stack([per_sample_loss, entropy, dens, label], dim=1))

@@ -1,0 +1,61 @@
+"""Config: YAML + --set, unknown keys and wrong types named, the default config file equals the defaults."""
+from pathlib import Path
+
+import pytest
+
+from law_hpc.config import Config, ConfigError, load_config, to_yaml
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+def test_default_yaml_equals_builtin_defaults():
+    assert to_yaml(load_config(CONFIGS / "fmnist_noisy.yaml")) == to_yaml(Config())
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_validates(path):
+    cfg = load_config(path)
+    assert cfg.search.warmup_stages < cfg.search.stages
+
+
+def test_paper_settings_in_cifar_config():
+    cfg = load_config(CONFIGS / "cifar10_noisy_resnet18.yaml")
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.1, 0.9, 2e-5)
+    assert cfg.optim.lr_decay_stages == [10, 13, 16] and cfg.search.stages == 20 and cfg.search.epochs == 200
+    assert (cfg.data.search_train_size, cfg.data.val_size, cfg.data.noise_rate) == (20000, 5000, 0.4)
+    assert (cfg.strategy.actor_lr, cfg.strategy.critic_lr) == (1e-5, 1e-4)
+
+
+def test_set_overrides_with_types():
+    cfg = load_config(None, ["search.episodes=3", "data.noise_rate=0.2", "data.noise_mode=flip",
+                             "optim.lr_decay_stages=[2, 3]", "strategy.target_networks=false", "optim.lr=1e-3",
+                             "data.imbalance=none"])
+    assert cfg.search.episodes == 3 and cfg.data.noise_rate == 0.2 and cfg.data.noise_mode == "flip"
+    assert cfg.optim.lr_decay_stages == [2, 3] and cfg.strategy.target_networks is False
+    assert cfg.optim.lr == 1e-3 and cfg.data.imbalance == "none"
+
+
+@pytest.mark.parametrize("assignment, named", [
+    ("search.episodez=3", "search.episodez"),
+    ("nosection.x=1", "nosection"),
+    ("search.episodes=three", "search.episodes"),
+    ("data.noise_rate=abc", "data.noise_rate"),
+    ("data.backend=tensorflow", "data.backend"),
+    ("search.warmup_stages=50", "search.warmup_stages"),
+    ("strategy.target_networks=3", "strategy.target_networks"),
+])
+def test_bad_overrides_name_the_key(assignment, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(None, [assignment])
+
+
+def test_bad_yaml_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search:\n  episodes: 2\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match="search.bogus"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad.write_text("data: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
