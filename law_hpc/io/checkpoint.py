@@ -70,7 +70,7 @@ def save_checkpoint(directory: Path, episode: int, stage: int, arrays: dict[str,
             os.fsync(handle.fileno())
         os.replace(temporary, final)
         _fsync_dir(directory)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # h5py reports ENOSPC/EFBIG on close as RuntimeError
         temporary.unlink(missing_ok=True)
         raise OSError(f"writing checkpoint {final} failed ({err}); the previous checkpoint is intact") from err
     for old in list_checkpoints(directory)[keep:]:
@@ -109,7 +109,10 @@ def read_checkpoint(path: Path) -> dict:
     try:
         with h5py.File(path, "r") as file:
             attrs = _verified(file, path)
-            arrays = {name: file[f"arrays/{name}"][()] for name in file.get("arrays", {})}
+            arrays = {}
+            if "arrays" in file:  # names may hold '/', i.e. nested groups
+                file["arrays"].visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                                          if isinstance(obj, h5py.Dataset) else None)
             blobs = {name: file[f"torch/{name}"][()].tobytes() for name in file.get("torch", {})}
     except OSError as err:
         raise ValueError(f"checkpoint {path} is unreadable (truncated?): {err}") from None

@@ -115,6 +115,13 @@ def open_metrics(path: str | Path) -> h5py.File:
     if not path.is_file():
         raise FileNotFoundError(f"no metrics file at {path}")
     try:
+        # A SWMR open of a truncated file "succeeds" and then retries reads for minutes; a plain open
+        # fails at once. It may also fail because a writer holds the file: then SWMR is the way in.
+        h5py.File(path, "r", libver="latest").close()
+    except OSError as err:
+        if "truncated" in str(err) or "signature" in str(err):
+            raise ValueError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {err}") from None
+    try:
         file = h5py.File(path, "r", libver="latest", swmr=True)
     except OSError as err:
         raise ValueError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {err}") from None

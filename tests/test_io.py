@@ -1,0 +1,152 @@
+"""HDF5 I/O on real files: atomic checkpoints, corruption detection, SWMR metrics, the policy file."""
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from law_hpc.io.checkpoint import (complete_positions, list_checkpoints, read_checkpoint, save_checkpoint,
+                                   verify_checkpoint)
+from law_hpc.io.metrics import STAGE_COLUMNS, MetricsLog, open_metrics, read_stages
+from law_hpc.io.policy_file import load_policy, save_policy
+from law_hpc.law.policy import StrategyModel
+from law_hpc.weighter import PolicyWeighter
+
+
+def _save(directory, episode, stage, value=1.0):
+    return save_checkpoint(directory, episode, stage, {"buffer/reward": np.full(4, value)},
+                           {"net": {"w": torch.full((3,), value)}}, {"metrics_cursor": 7})
+
+
+def test_checkpoint_round_trip_and_keeps_last_two(tmp_path):
+    for stage in range(4):
+        _save(tmp_path, 0, stage, float(stage))
+    kept = list_checkpoints(tmp_path)
+    assert [p.name for p in kept] == ["ckpt-e00000-s00003.h5", "ckpt-e00000-s00002.h5"]
+    ckpt = read_checkpoint(kept[0])
+    assert np.array_equal(ckpt["arrays"]["buffer/reward"], np.full(4, 3.0))
+    assert torch.equal(ckpt["torch"]["net"]["w"], torch.full((3,), 3.0))
+    assert ckpt["attrs"]["metrics_cursor"] == 7 and ckpt["attrs"]["stage"] == 3
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary left behind
+
+
+def test_corrupt_and_truncated_checkpoints_are_skipped(tmp_path):
+    good = _save(tmp_path, 0, 1)
+    bad = _save(tmp_path, 0, 2)
+    raw = bytearray(bad.read_bytes())
+    where = raw.find(np.full(4, 1.0).tobytes())  # the replay-buffer rewards, inside the file
+    assert where > 0
+    raw[where:where + 8] = np.float64(9.0).tobytes()  # a silent bit flip in the data
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError):
+        verify_checkpoint(bad)
+    with pytest.warns(UserWarning, match="skipping checkpoint"):
+        assert complete_positions(tmp_path) == [(0, 1)]
+    bad.write_bytes(bad.read_bytes()[:1000])  # truncated
+    with pytest.warns(UserWarning):
+        assert complete_positions(tmp_path) == [(0, 1)]
+    assert read_checkpoint(good)["attrs"]["complete"] == 1
+
+
+def test_checkpoint_without_completeness_marker_is_rejected(tmp_path):
+    path = _save(tmp_path, 0, 0)
+    with h5py.File(path, "r+") as f:
+        del f.attrs["complete"]
+    with pytest.raises(ValueError, match="completeness"):
+        verify_checkpoint(path)
+
+
+def test_write_failure_keeps_previous_checkpoint(tmp_path):
+    """A file-size limit makes the write fail like a full disk: clear error, old checkpoint intact."""
+    _save(tmp_path, 0, 0)
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        import numpy as np, torch
+        from pathlib import Path
+        from law_hpc.io.checkpoint import save_checkpoint
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        try:
+            save_checkpoint(Path({str(tmp_path)!r}), 0, 1, {{"big": np.zeros(1_000_000)}}, {{}}, {{}})
+        except OSError as err:
+            print("ERR", err); sys.exit(3)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "previous checkpoint is intact" in proc.stdout
+    assert complete_positions(tmp_path) == [(0, 0)]
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def _row(episode, stage, rank, num_classes=3):
+    row = {name: (episode if name == "episode" else stage if name == "stage" else rank if name == "rank" else 0.5)
+           for name in STAGE_COLUMNS}
+    row.update(weighted=1, strategy_checksum=123, action=np.arange(5.0), class_weight_mean=np.ones(num_classes))
+    return row
+
+
+def test_metrics_swmr_reader_follows_writer_and_resume_cuts_rows(tmp_path):
+    path = tmp_path / "metrics.h5"
+    log = MetricsLog.create(path, 3, {"config_yaml": "a: 1", "world_size": 2, "versions": {"torch": "x"}},
+                            {"realised_noise_rate": 0.36})
+    log.append([_row(0, 0, 0), _row(0, 0, 1)])
+    reader = open_metrics(path)  # a live reader while the writer keeps appending
+    assert reader["stages/episode"].shape[0] == 2
+    log.append([_row(0, 1, 0), _row(0, 1, 1)])
+    reader["stages/episode"].refresh()
+    assert reader["stages/episode"].shape[0] == 4
+    reader.close()
+    log.event(0, 1, 1, "non_finite_loss")
+    log.close()
+    columns = read_stages(path)
+    assert list(columns["stage"]) == [0, 0, 1, 1] and columns["action"].shape == (4, 5)
+    assert columns["class_weight_mean"].shape == (4, 3)
+    log = MetricsLog.reopen(path, cursor=2)
+    assert log.rows == 2
+    log.close()
+
+
+def test_open_metrics_rejects_foreign_and_truncated_files(tmp_path):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = 1
+    with pytest.raises(ValueError, match="not a law_hpc metrics file"):
+        open_metrics(foreign)
+    truncated = tmp_path / "t.h5"
+    MetricsLog.create(truncated, 2, {}, {}).close()
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        open_metrics(truncated)
+
+
+def _settings(**over):
+    settings = {"stages": 4, "embed_dim": 3, "hidden": 8, "action_scale": 1.0, "density": "cosine",
+                "label_feature": "log_freq", "weight_norm": "mean", "warmup_stages": 1, "num_classes": 3}
+    settings.update(over)
+    return settings
+
+
+def test_policy_file_round_trip_and_weighter(tmp_path):
+    torch.manual_seed(0)
+    model = StrategyModel(4, 3, 8, 1.0)
+    save_policy(tmp_path / "policy.h5", model, _settings(), np.log([0.5, 0.25, 0.25]))
+    loaded, settings, log_freq = load_policy(tmp_path / "policy.h5")
+    assert settings["density"] == "cosine" and settings["stages"] == 4
+    assert torch.equal(loaded.act(2, (1.0, 0.5)), model.act(2, (1.0, 0.5)))
+    weighter = PolicyWeighter.from_file(tmp_path / "policy.h5", class_counts=[50, 25, 25])
+    logits, labels = torch.randn(16, 3), torch.randint(0, 3, (16,))
+    assert torch.equal(weighter.weights(logits, labels, stage=0), torch.ones(16))  # warm-up stage
+    weights = weighter.weights(logits, labels, stage=weighter.stage_of(3, 4))
+    assert weights.shape == (16,) and (weights > 0).all() and (weights < 2).all()
+    with pytest.raises(ValueError, match="not a law_hpc policy"):
+        load_policy(_foreign(tmp_path))
+
+
+def _foreign(tmp_path):
+    path = tmp_path / "foreign.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = 1
+    return path
