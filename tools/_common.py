@@ -1,0 +1,42 @@
+"""Shared by the tools/ scripts: argument parsing and loading metrics.h5 with a clear error."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from law_hpc.io.metrics import read_stages  # noqa: E402
+
+
+def metrics_argument_parser(description: str, default_png: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("metrics", help="a run's metrics.h5 (also while the job is writing it)")
+    if default_png:
+        parser.add_argument("--out", help=f"PNG to write (default: {default_png} beside metrics.h5)")
+    return parser
+
+
+def load_or_exit(path: str) -> dict:
+    """The /stages columns, or one clear error line and exit code 2."""
+    try:
+        columns = read_stages(path)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2)
+    if len(columns["episode"]) == 0:
+        print(f"error: {path} holds no stage rows yet", file=sys.stderr)
+        raise SystemExit(2)
+    return columns
+
+
+def output_path(args, default_png: str) -> Path:
+    return Path(args.out) if args.out else Path(args.metrics).resolve().parent / default_png
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
