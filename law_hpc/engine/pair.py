@@ -83,17 +83,12 @@ class ClassifierPair:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-    def _step_reference(self, images, labels) -> torch.Tensor:
-        self.reference_net.train()
-        loss = F.cross_entropy(self.reference_net(images), labels)
-        self.reference_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.reference_optimizer.step()
-        return loss.detach()
-
-    def _step_target(self, images, labels, action, features: FeatureSettings):
-        self.target_net.train()
-        logits = self.target_net(images)
+    @staticmethod
+    def _step_net(net, optimizer, images, labels, action, features: FeatureSettings):
+        """One SGD step of `net`; weighted by K_T when `action` is given. Both nets run THIS code, so with
+        no action the target and the reference compute bit-identical losses and updates."""
+        net.train()
+        logits = net(images)
         per_sample_loss = F.cross_entropy(logits, labels, reduction="none")
         if action is None:
             weights = torch.ones_like(per_sample_loss)
@@ -103,21 +98,23 @@ class ClassifierPair:
             f = item_features(logits, labels, features.log_class_freq, features.density, features.label_feature)
             weights = sample_weights(f, action)
             loss = weighted_mean_loss(per_sample_loss, weights, features.weight_norm)  # Eq. 7
-        self.target_optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.target_optimizer.step()
+        optimizer.step()
         return per_sample_loss.detach().mean(), weights.detach()
 
     def step(self, images, labels, lr: float, action, features: FeatureSettings):
         """One SGD step of both nets on the same batch; returns (target loss, reference loss, weights)."""
         self._set_lr(lr)
+        reference = (self.reference_net, self.reference_optimizer, images, labels, None, features)
+        target = (self.target_net, self.target_optimizer, images, labels, action, features)
         if self._executor is None:
-            loss_reference = self._step_reference(images, labels)
-            loss_target, weights = self._step_target(images, labels, action, features)
+            loss_reference, _ = self._step_net(*reference)
+            loss_target, weights = self._step_net(*target)
         else:
-            future = self._executor.submit(self._step_reference, images, labels)
-            loss_target, weights = self._step_target(images, labels, action, features)
-            loss_reference = future.result()
+            future = self._executor.submit(self._step_net, *reference)
+            loss_target, weights = self._step_net(*target)
+            loss_reference, _ = future.result()
         return loss_target, loss_reference, weights
 
     # --- a stage and an evaluation -------------------------------------------------------------------

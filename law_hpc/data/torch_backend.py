@@ -1,0 +1,96 @@
+"""The torch backend for in-memory arrays: whole-batch augmentation with torch ops on the device.
+
+Order and augmentation of every batch are pure functions of (stream_seed, step): a resumed run
+gets the same batches, and skipping ahead costs nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..seeding import derive_seed
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    """float NCHW, normalised, on the device."""
+    labels: torch.Tensor
+    """int64 observed (possibly noisy) labels."""
+    index: torch.Tensor
+    """int64 positions in the training split."""
+
+
+def _normaliser(mean, std, device):
+    mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255.0
+    std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255.0
+    return lambda nchw_uint8: (nchw_uint8.float() - mean) / std
+
+
+def crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Pad-`pad` random crop + random horizontal flip of a uint8 NCHW batch, all samples at once."""
+    batch, _, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator).to(images.device)
+    rows = (offsets[0, :, None] + torch.arange(height, device=images.device)).view(batch, 1, height, 1)
+    cols = (offsets[1, :, None] + torch.arange(width, device=images.device)).view(batch, 1, 1, width)
+    cropped = padded[torch.arange(batch, device=images.device).view(batch, 1, 1, 1),
+                     torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1), rows, cols]
+    flip = (torch.rand(batch, generator=generator) < 0.5).to(images.device).view(batch, 1, 1, 1)
+    return torch.where(flip, cropped.flip(-1), cropped)
+
+
+class ArrayTrainStream:
+    """Endless shuffled, augmented batches of an in-memory training split (optionally sharded by rank)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, augment: str,
+                 device, shard: tuple[int, int] = (0, 1)):
+        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+        self.labels = torch.from_numpy(labels).to(device)
+        self.batch_size, self.augment, self.device = batch_size, augment, device
+        self.shard_id, self.num_shards = shard
+        per_shard = len(labels) // self.num_shards  # every rank the same number of samples
+        self.batches_per_epoch = per_shard // batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"{len(labels)} training images make no full batch of {batch_size} per rank")
+        self.normalise = _normaliser(mean, std, device)
+
+    def epoch_order(self, stream_seed: int, epoch: int) -> np.ndarray:
+        """This shard's sample order in `epoch`: one permutation shared by all shards, split by rank."""
+        order = np.random.default_rng(derive_seed(stream_seed, "order", epoch)).permutation(len(self.labels))
+        per_shard = len(order) // self.num_shards
+        return order[self.shard_id * per_shard:(self.shard_id + 1) * per_shard]
+
+    def iterate(self, stream_seed: int, start_step: int = 0) -> Iterator[Batch]:
+        step, order, order_epoch = start_step, None, -1
+        while True:
+            epoch, position = divmod(step, self.batches_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = torch.from_numpy(self.epoch_order(stream_seed, epoch)).to(self.device), epoch
+            index = order[position * self.batch_size:(position + 1) * self.batch_size]
+            images = self.images[index]
+            if self.augment == "crop_flip":
+                generator = torch.Generator().manual_seed(derive_seed(stream_seed, "augment", step))
+                images = crop_flip(images, generator)
+            yield Batch(self.normalise(images), self.labels[index], index)
+            step += 1
+
+
+class ArrayEvalSet:
+    """Clean, unaugmented evaluation batches of an in-memory split."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, device):
+        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+        self.labels = torch.from_numpy(labels).to(device)
+        self.batch_size = batch_size
+        self.normalise = _normaliser(mean, std, device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self):
+        for start in range(0, len(self.labels), self.batch_size):
+            yield self.normalise(self.images[start:start + self.batch_size]), self.labels[start:start + self.batch_size]

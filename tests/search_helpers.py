@@ -1,0 +1,66 @@
+"""Launch real searches for the tests: horovodrun -np N or plain python, on configs/smoke.yaml."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "configs" / "smoke.yaml"
+HOROVODRUN = str(Path(sys.executable).parent / "horovodrun")
+TIMING_COLUMNS = {"stage_seconds", "samples_per_second", "checkpoint_seconds"}
+
+
+def search_command(run_dir, ranks: int = 1, config=SMOKE, overrides=(), extra=()) -> list[str]:
+    cmd = [sys.executable, "-m", "law_hpc.search", "--run-dir", str(run_dir)]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    for assignment in overrides:
+        cmd += ["--set", assignment]
+    cmd += list(extra)
+    if ranks > 1:
+        cmd = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo"] + cmd
+    return cmd
+
+
+def run_search(run_dir, ranks: int = 1, config=SMOKE, overrides=(), extra=(), timeout=300):
+    return subprocess.run(search_command(run_dir, ranks, config, overrides, extra), capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def metrics_rows(path) -> int:
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            return f["stages/episode"].shape[0]
+    except (OSError, KeyError):
+        return 0
+
+
+def interrupt_after_rows(run_dir, rows: int, ranks: int = 1, overrides=(), timeout=300, sig=signal.SIGUSR1):
+    """Start a search, send `sig` to ONE searcher process once metrics.h5 holds `rows` rows; wait for exit."""
+    proc = subprocess.Popen(search_command(run_dir, ranks, overrides=overrides), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
+    deadline = time.time() + timeout
+    while metrics_rows(Path(run_dir) / "metrics.h5") < rows:
+        if proc.poll() is not None or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.kill(_searcher_pid(proc.pid, ranks), sig)
+    output, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, output
+
+
+def _searcher_pid(launcher_pid: int, ranks: int) -> int:
+    """The launcher itself for one rank; under horovodrun, the process of one rank (the highest pid)."""
+    if ranks == 1:
+        return launcher_pid
+    import psutil
+    children = [p for p in psutil.Process(launcher_pid).children(recursive=True)
+                if "law_hpc.search" in " ".join(p.cmdline()) and p.pid != launcher_pid]
+    return max(p.pid for p in children)

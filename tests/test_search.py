@@ -1,0 +1,167 @@
+"""The LAW search end to end on real Fashion-MNIST: invariants, contract columns, resume, bad input."""
+import signal
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from law_hpc.config import load_config
+from law_hpc.data import build_data
+from law_hpc.engine.pair import ClassifierPair, FeatureSettings
+from law_hpc.io.checkpoint import checkpoint_dir, list_checkpoints, read_checkpoint
+from law_hpc.io.metrics import STAGE_COLUMNS, read_stages
+from law_hpc.models import create_model
+from search_helpers import SMOKE, TIMING_COLUMNS, interrupt_after_rows, run_search
+
+CONTRACT = ["episode", "stage", "rank", "lr", "weighted", "reward", "acc_target", "acc_reference",
+            "loss_target", "loss_reference", "weight_mean", "weight_std", "stage_seconds",
+            "samples_per_second", "strategy_checksum", "action"]
+
+
+@pytest.fixture(scope="module")
+def smoke_data():
+    cfg = load_config(SMOKE)
+    return cfg, build_data(cfg.data, purpose="search", seed=0, rank=0, world_size=1, device=torch.device("cpu"))
+
+
+def _pair(cfg, data, mode):
+    factory = lambda: create_model(cfg.model.name, data.num_classes, data.in_channels, data.image_size)
+    return ClassifierPair.create(factory, 123, torch.device("cpu"), 0.05, 0.9, 2e-5, mode)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "threads"])
+def test_uniform_weighting_keeps_the_pair_bit_identical(smoke_data, mode):
+    cfg, data = smoke_data
+    pair = _pair(cfg, data, mode)
+    features = FeatureSettings(torch.zeros(data.num_classes))
+    stats = pair.train_stage(data.train.iterate(7), 6, lambda step: 0.05, 0, None, features, data.num_classes)
+    pair.close()
+    for (name, p_t), p_r in zip(pair.target_net.state_dict().items(), pair.reference_net.state_dict().values()):
+        assert torch.equal(p_t, p_r), name
+    assert stats.loss_target == stats.loss_reference and stats.weight_mean == 1.0 and stats.weight_std == 0.0
+
+
+def test_a_nonzero_action_makes_the_pair_differ(smoke_data):
+    cfg, data = smoke_data
+    pair = _pair(cfg, data, "sequential")
+    features = FeatureSettings(torch.zeros(data.num_classes))
+    action = np.array([-1.0, 0.0, 0.0, 0.0, 0.0], dtype=np.float32)  # down-weight high-loss samples
+    stats = pair.train_stage(data.train.iterate(7), 3, lambda step: 0.05, 0, action, features, data.num_classes)
+    assert stats.weight_std > 0
+    assert any(not torch.equal(t, r) for t, r in zip(pair.target_net.parameters(), pair.reference_net.parameters()))
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke2")
+    proc = run_search(run_dir, ranks=2)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return run_dir, proc
+
+
+def test_two_rank_smoke_search_writes_the_contract(two_rank_run):
+    run_dir, proc = two_rank_run
+    cfg = load_config(SMOKE)
+    columns = read_stages(run_dir / "metrics.h5")
+    for name in CONTRACT:
+        assert name in columns, name
+    n_rows = cfg.search.episodes * cfg.search.stages * 2
+    assert all(len(columns[name]) == n_rows for name in columns)
+    assert columns["action"].shape == (n_rows, 5) and columns["class_weight_mean"].shape == (n_rows, 10)
+    assert set(columns["rank"]) == {0, 1}
+    weighted = columns["weighted"] == 1
+    assert weighted.any() and (~weighted).any()
+    assert np.all(columns["action"][~weighted] == 0) and np.any(columns["action"][weighted] != 0)
+    assert np.all(columns["weight_mean"][~weighted] == 1.0)
+    assert np.isfinite(columns["reward"]).all()
+    with h5py.File(run_dir / "metrics.h5", "r") as f:
+        assert f.attrs["world_size"] == 2 and "torch" in f.attrs["versions"]
+        assert "noise_mode: uniform_mix" in f.attrs["config_yaml"]
+    assert (run_dir / "policy.h5").is_file()
+    assert "episode 2 done" in proc.stdout and "| episode |" in proc.stdout
+
+
+def test_strategy_identical_across_ranks_classifiers_differ(two_rank_run):
+    run_dir, _ = two_rank_run
+    c = read_stages(run_dir / "metrics.h5")
+    for episode, stage in set(zip(c["episode"], c["stage"])):
+        rows = (c["episode"] == episode) & (c["stage"] == stage)
+        assert len(set(c["strategy_checksum"][rows])) == 1, (episode, stage)
+    assert len(set(c["strategy_checksum"])) > 1  # the strategy does learn
+    rank0, rank1 = c["rank"] == 0, c["rank"] == 1
+    assert not np.array_equal(c["loss_target"][rank0], c["loss_target"][rank1])  # own init and data order
+    assert not np.array_equal(c["action"][rank0], c["action"][rank1])  # own exploration noise
+    # every rank's own checkpoint holds the same strategy model and its own replay buffer
+    last = [read_checkpoint(list_checkpoints(checkpoint_dir(run_dir, r))[0]) for r in (0, 1)]
+    for name, tensor in last[0]["torch"]["strategy"].items():
+        assert torch.equal(tensor, last[1]["torch"]["strategy"][name]), name
+    assert not np.array_equal(last[0]["arrays"]["buffer/reward"], last[1]["arrays"]["buffer/reward"])
+
+
+def _deterministic(columns):
+    return {k: v for k, v in columns.items() if k not in TIMING_COLUMNS}
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
+    full = tmp_path / "full"
+    proc = run_search(full)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stopped = tmp_path / "stopped"
+    code, output = interrupt_after_rows(stopped, rows=3)
+    assert code == 75, output[-3000:]
+    assert "stop requested" in output
+    partial = read_stages(stopped / "metrics.h5")
+    assert 3 <= len(partial["episode"]) < len(read_stages(full / "metrics.h5")["episode"])
+    proc = run_search(stopped)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed" in proc.stdout
+    expected, got = _deterministic(read_stages(full / "metrics.h5")), _deterministic(read_stages(stopped / "metrics.h5"))
+    for name in expected:
+        assert np.array_equal(expected[name], got[name], equal_nan=True), name
+    with h5py.File(stopped / "policy.h5") as a, h5py.File(full / "policy.h5") as b:
+        assert np.array_equal(a["actor/net.0.weight"][()], b["actor/net.0.weight"][()])
+
+
+def test_two_rank_preemption_of_one_rank_stops_both_and_resumes(tmp_path):
+    code, output = interrupt_after_rows(tmp_path, rows=2, ranks=2, sig=signal.SIGTERM)
+    assert code == 75 or "exit code 75" in output or "75" in output, output[-3000:]
+    proc = run_search(tmp_path, ranks=2)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    c = read_stages(tmp_path / "metrics.h5")
+    keys = list(zip(c["episode"], c["stage"], c["rank"]))
+    assert len(keys) == len(set(keys)) == 2 * 2 * 4  # complete and duplicate-free
+
+
+def test_resume_refuses_other_config_and_world_size(tmp_path):
+    code, _ = interrupt_after_rows(tmp_path, rows=1)
+    proc = run_search(tmp_path, overrides=["search.episodes=3"])
+    assert proc.returncode == 2 and "different config" in proc.stderr
+    proc = run_search(tmp_path, ranks=2)
+    assert proc.returncode != 0 and "ranks" in (proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_bad_config_key_is_one_clear_line_and_exit_2(tmp_path, ranks):
+    proc = run_search(tmp_path / "r", ranks=ranks, overrides=["search.episodez=3"])
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "error: unknown config key 'search.episodez'" in line]
+    assert len(errors) == ranks  # one line per rank, naming the key
+    assert proc.returncode == 2 if ranks == 1 else proc.returncode != 0
+
+
+def test_missing_dataset_is_a_clear_error_before_training(tmp_path):
+    proc = run_search(tmp_path / "r", overrides=["data.root=/nonexistent/fmnist"])
+    assert proc.returncode == 2, proc.stderr
+    assert "/nonexistent/fmnist" in proc.stderr
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_non_finite_loss_stops_the_episode_and_is_recorded(tmp_path):
+    proc = run_search(tmp_path, overrides=["optim.lr=1e12", "optim.lr_decay_stages=[]"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with h5py.File(tmp_path / "metrics.h5", "r") as f:
+        kinds = [k.decode() for k in f["events/kind"][()]]
+    assert "non_finite_loss" in kinds
+    buffer = read_checkpoint(list_checkpoints(checkpoint_dir(tmp_path, 0))[0])["arrays"]
+    for name, array in buffer.items():
+        assert np.isfinite(array).all(), name  # no NaN transition entered the buffer
