@@ -87,7 +87,7 @@ class OptimConfig:
 
 @dataclass
 class SearchConfig:
-    episodes: int = 6
+    episodes: int = 8
     """L: complete trainings of a fresh classifier pair per searcher."""
     epochs: int = 8
     """Epochs of one episode (one complete training)."""
@@ -113,10 +113,11 @@ class StrategyConfig:
     """d: size of the learned stage embedding e_T."""
     hidden: int = 64
     """Width of the actor and critic MLPs (4 linear layers each)."""
-    actor_lr: float = 1e-5
-    """Adam lr of the actor and the stage embedding (paper 1e-5)."""
-    critic_lr: float = 1e-4
-    """Adam lr of the critic (paper 1e-4)."""
+    actor_lr: float = 1e-3
+    """Adam lr of the actor and the stage embedding. The paper's 1e-5 suits its thousands of updates;
+    the default 10-minute Fashion-MNIST search makes a few hundred (the paper configs use 1e-5)."""
+    critic_lr: float = 1e-3
+    """Adam lr of the critic (paper 1e-4; see actor_lr)."""
     gamma: float = 0.9
     """Discount of the TD target (Eq. 12)."""
     tau: float = 0.01
@@ -146,12 +147,35 @@ class StrategyConfig:
 
 
 @dataclass
+class TrainConfig:
+    """The test phase (`python -m law_hpc.train`): one network on the full corrupted training set."""
+
+    epochs: int = 20
+    """Training epochs; the lr follows optim.lr_decay_stages over search.stages stages of these epochs."""
+    method: str = "uniform"
+    """Weighting when no --policy is given: uniform, or a method of law_hpc.baselines."""
+    scale_lr: bool = True
+    """Data-parallel: multiply optim.lr by the number of ranks (with optim.warmup_epochs of warm-up)."""
+    focal_gamma: float = 2.0
+    """focal: gamma of (1 - p_t)^gamma."""
+    class_balanced_beta: float = 0.9999
+    """class_balanced: beta of the effective number of samples."""
+    forget_rate: float = 0.4
+    """coteaching: the fraction of large-loss samples finally dropped (an estimate of the noise rate)."""
+    forget_epochs: int = 10
+    """coteaching: T_k, epochs over which the drop rate ramps up."""
+    self_paced_start: float = 0.5
+    """self_paced: fraction of samples kept in the first epoch (rises linearly to 1)."""
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     """Base seed: every random stream derives from (seed, rank, episode, ...)."""
     deterministic: bool = True

@@ -27,7 +27,7 @@ from .config import Config, ConfigError, load_config, to_yaml
 from .engine.pair import ClassifierPair, FeatureSettings
 from .engine.preemption import EXIT_PREEMPTED, StopFlag
 from .engine.search_state import SearchState, agree_on_resume, strategy_checksum
-from .io.metrics import MetricsLog, git_commit, read_stages
+from .io.metrics import MetricsLog, git_commit, read_stages, search_layout
 from .io.policy_file import save_policy
 from .io.rundir import RunDirError, new_run_dir, prepare_run_dir
 from .law.ddpg import DDPG, ExplorationNoise, ReplayBuffer
@@ -106,10 +106,12 @@ class Search:
                          "controller": self.dist.controller, "versions": distributed.package_versions(),
                          "git_commit": git_commit(), "num_classes": self.num_classes,
                          "device": str(self.dist.device)}
-                self.metrics = MetricsLog.create(metrics_path, self.num_classes, attrs, self.data.report)
+                self.metrics = MetricsLog.create(metrics_path, search_layout(self.num_classes), attrs,
+                                                 self.data.report)
                 self.data.save_split(self.run_dir / "split.h5") if hasattr(self.data, "save_split") else None
             else:
-                self.metrics = MetricsLog.reopen(metrics_path, self.state.metrics_cursor - self.dist.size)
+                self.metrics = MetricsLog.reopen(metrics_path, search_layout(self.num_classes),
+                                                 self.state.metrics_cursor - self.dist.size)
         if position is not None:
             # The resumed stage's rows live in the checkpoints too: re-append them if the job died between
             # its checkpoint and its metrics append (nothing lost, nothing duplicated).

@@ -16,21 +16,24 @@ HOROVODRUN = str(Path(sys.executable).parent / "horovodrun")
 TIMING_COLUMNS = {"stage_seconds", "samples_per_second", "checkpoint_seconds"}
 
 
-def search_command(run_dir, ranks: int = 1, config=SMOKE, overrides=(), extra=()) -> list[str]:
-    cmd = [sys.executable, "-m", "law_hpc.search", "--run-dir", str(run_dir)]
+def search_command(run_dir, ranks: int = 1, config=SMOKE, overrides=(), extra=(), controller="gloo") -> list[str]:
+    cmd = [sys.executable, "-m", "law_hpc.search"]
+    if run_dir is not None:
+        cmd += ["--run-dir", str(run_dir)]
     if config is not None:
         cmd += ["--config", str(config)]
     for assignment in overrides:
         cmd += ["--set", assignment]
     cmd += list(extra)
     if ranks > 1:
-        cmd = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo"] + cmd
+        cmd = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", f"--{controller}"] + cmd
     return cmd
 
 
-def run_search(run_dir, ranks: int = 1, config=SMOKE, overrides=(), extra=(), timeout=300):
-    return subprocess.run(search_command(run_dir, ranks, config, overrides, extra), capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+def run_search(run_dir, ranks: int = 1, config=SMOKE, overrides=(), extra=(), timeout=300, controller="gloo",
+               cwd=REPO):
+    return subprocess.run(search_command(run_dir, ranks, config, overrides, extra, controller), capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
 
 
 def metrics_rows(path) -> int:

@@ -10,7 +10,7 @@ import torch
 
 from law_hpc.io.checkpoint import (complete_positions, list_checkpoints, read_checkpoint, save_checkpoint,
                                    verify_checkpoint)
-from law_hpc.io.metrics import STAGE_COLUMNS, MetricsLog, open_metrics, read_stages
+from law_hpc.io.metrics import STAGE_COLUMNS, MetricsLog, open_metrics, read_stages, search_layout
 from law_hpc.io.policy_file import load_policy, save_policy
 from law_hpc.law.policy import StrategyModel
 from law_hpc.weighter import PolicyWeighter
@@ -90,7 +90,7 @@ def _row(episode, stage, rank, num_classes=3):
 
 def test_metrics_swmr_reader_follows_writer_and_resume_cuts_rows(tmp_path):
     path = tmp_path / "metrics.h5"
-    log = MetricsLog.create(path, 3, {"config_yaml": "a: 1", "world_size": 2, "versions": {"torch": "x"}},
+    log = MetricsLog.create(path, search_layout(3), {"config_yaml": "a: 1", "world_size": 2, "versions": {"torch": "x"}},
                             {"realised_noise_rate": 0.36})
     log.append([_row(0, 0, 0), _row(0, 0, 1)])
     reader = open_metrics(path)  # a live reader while the writer keeps appending
@@ -104,7 +104,7 @@ def test_metrics_swmr_reader_follows_writer_and_resume_cuts_rows(tmp_path):
     columns = read_stages(path)
     assert list(columns["stage"]) == [0, 0, 1, 1] and columns["action"].shape == (4, 5)
     assert columns["class_weight_mean"].shape == (4, 3)
-    log = MetricsLog.reopen(path, cursor=2)
+    log = MetricsLog.reopen(path, search_layout(3), cursor=2)
     assert log.rows == 2
     log.close()
 
@@ -116,7 +116,7 @@ def test_open_metrics_rejects_foreign_and_truncated_files(tmp_path):
     with pytest.raises(ValueError, match="not a law_hpc metrics file"):
         open_metrics(foreign)
     truncated = tmp_path / "t.h5"
-    MetricsLog.create(truncated, 2, {}, {}).close()
+    MetricsLog.create(truncated, search_layout(2), {}, {}).close()
     truncated.write_bytes(truncated.read_bytes()[:300])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         open_metrics(truncated)

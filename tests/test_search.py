@@ -133,6 +133,20 @@ def test_two_rank_preemption_of_one_rank_stops_both_and_resumes(tmp_path):
     assert len(keys) == len(set(keys)) == 2 * 2 * 4  # complete and duplicate-free
 
 
+def test_literal_command_default_config_new_run_dir_over_mpi(tmp_path):
+    """`horovodrun -np N python -m law_hpc.search`: no --config, no --run-dir (made to run short by --set)."""
+    tiny = ["search.episodes=1", "search.epochs=1", "search.stages=2", "search.warmup_stages=1",
+            "data.search_train_size=512", "data.val_size=200"]
+    proc = run_search(None, ranks=2, config=None, overrides=tiny, controller="mpi", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert str(run_dir.name) in proc.stdout  # the new run's path is printed
+    columns = read_stages(run_dir / "metrics.h5")
+    assert len(columns["episode"]) == 2 * 2
+    with h5py.File(run_dir / "metrics.h5") as f:
+        assert f.attrs["controller"] == "mpi" and "model:\n  name: small_cnn" in f.attrs["config_yaml"]
+
+
 def test_resume_refuses_other_config_and_world_size(tmp_path):
     code, _ = interrupt_after_rows(tmp_path, rows=1)
     proc = run_search(tmp_path, overrides=["search.episodes=3"])

@@ -29,6 +29,7 @@ def test_horovodrun_two_ranks_average(controller, tmp_path):
         # mean of (1, 2) x [1, 10, 100]
         assert result["averaged"] == [1.5, 15.0, 150.0]
         assert result["gathered"] == [{"rank": 0}, {"rank": 1}]
+        assert result["mixed"] == ["run-dir-name", None]
         assert result["any_flag"] is True
     assert results[0]["controller"] == controller
 

@@ -37,64 +37,66 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _create_column(group, name, dtype, extra_shape=()):
-    group.create_dataset(name, shape=(0, *extra_shape), maxshape=(None, *extra_shape), dtype=dtype,
-                         chunks=(256, *extra_shape))
+def search_layout(num_classes: int) -> dict:
+    """Dataset path -> (dtype, per-row shape) of a search's metrics.h5: one row per (episode, stage, rank)."""
+    layout = {f"stages/{name}": (dtype, ()) for name, dtype in STAGE_COLUMNS.items()}
+    layout["stages/action"] = (np.float64, (5,))
+    layout["class_weight_mean"] = (np.float64, (num_classes,))
+    return layout
 
 
 class MetricsLog:
-    """Append-only writer (rank 0 only). Rows beyond a checkpoint's cursor are cut on resume."""
+    """Append-only table of equal-length datasets (rank 0 only), readable live through SWMR.
 
-    def __init__(self, path: str | Path, file: h5py.File):
-        self.path, self.file = Path(path), file
+    `layout` maps dataset paths to (dtype, per-row shape); a row is a dict keyed by the last path part.
+    Rows beyond a checkpoint's cursor are cut on resume.
+    """
+
+    def __init__(self, path: str | Path, file: h5py.File, layout: dict):
+        self.path, self.file, self.layout = Path(path), file, layout
 
     @classmethod
-    def create(cls, path, num_classes: int, attrs: dict, data_report: dict) -> "MetricsLog":
+    def create(cls, path, layout: dict, attrs: dict, data_report: dict) -> "MetricsLog":
         """A new file; attributes and the data report must exist before SWMR mode starts."""
         file = h5py.File(path, "w", libver="latest")
         file.attrs["format"] = MAGIC
         for key, value in attrs.items():
             file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
-        stages = file.create_group("stages")
-        for name, dtype in STAGE_COLUMNS.items():
-            _create_column(stages, name, dtype)
-        _create_column(stages, "action", np.float64, (5,))
-        _create_column(file, "class_weight_mean", np.float64, (num_classes,))
-        events = file.create_group("events")
+        for name, (dtype, shape) in layout.items():
+            file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(256, *shape))
         for name, dtype in EVENT_COLUMNS.items():
-            _create_column(events, name, dtype)
+            file.create_dataset(f"events/{name}", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
         report = file.create_group("data_report")
         for key, value in data_report.items():
             report.create_dataset(key, data=np.asarray(value))
         file.swmr_mode = True
-        return cls(path, file)
+        return cls(path, file, layout)
 
     @classmethod
-    def reopen(cls, path, cursor: int) -> "MetricsLog":
+    def reopen(cls, path, layout: dict, cursor: int) -> "MetricsLog":
         """Reopen for appending after a resume, dropping rows written after the checkpoint (cursor)."""
         file = h5py.File(path, "r+", libver="latest")
         if file.attrs.get("format") != MAGIC:
             raise ValueError(f"{path} is not a law_hpc metrics file")
-        for dataset in list(file["stages"].values()) + [file["class_weight_mean"]]:
-            if dataset.shape[0] > cursor:
-                dataset.resize(cursor, axis=0)
+        for name in layout:
+            if file[name].shape[0] > cursor:
+                file[name].resize(cursor, axis=0)
         file.swmr_mode = True
-        return cls(path, file)
+        return cls(path, file, layout)
 
     @property
     def rows(self) -> int:
-        return self.file["stages/episode"].shape[0]
+        return self.file[next(iter(self.layout))].shape[0]
 
     def append(self, rows: list[dict]) -> None:
-        """Append rows (dicts with every stage column, 'action' and 'class_weight_mean'); flush for readers."""
+        """Append rows (dicts with a value per dataset); flush so live readers see them."""
         if not rows:
             return
         start, count = self.rows, len(rows)
-        targets = [(self.file["stages"][name], name) for name in STAGE_COLUMNS] + [
-            (self.file["stages/action"], "action"), (self.file["class_weight_mean"], "class_weight_mean")]
-        for dataset, name in targets:
+        for name in self.layout:
+            dataset, key = self.file[name], name.rsplit("/", 1)[-1]
             dataset.resize(start + count, axis=0)
-            dataset[start:start + count] = np.asarray([row[name] for row in rows], dtype=dataset.dtype)
+            dataset[start:start + count] = np.asarray([row[key] for row in rows], dtype=dataset.dtype)
         self.file.flush()
 
     def event(self, episode: int, stage: int, rank: int, kind: str) -> None:
