@@ -1,0 +1,58 @@
+"""tools/ scripts on a real search's metrics.h5: the table, the paper's figures, clear errors."""
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+
+from search_helpers import run_search
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("toolsrun")
+    proc = run_search(run_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir / "metrics.h5"
+
+
+def tool(name, *args):
+    return subprocess.run([sys.executable, str(TOOLS / name), *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_summarize_prints_one_row_per_episode(metrics):
+    proc = tool("summarize.py", metrics)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 2  # smoke: 2 episodes
+
+
+@pytest.mark.parametrize("script, png", [("plot_loss_gap.py", "loss_gap.png"),
+                                         ("plot_class_weights.py", "class_weights.png"),
+                                         ("plot_policy.py", "policy.png")])
+def test_plots_write_pngs(metrics, tmp_path, script, png):
+    out = tmp_path / png
+    proc = tool(script, metrics, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_watch_once_lists_every_stage(metrics):
+    proc = tool("watch.py", metrics, "--once")
+    assert proc.returncode == 0 and proc.stdout.count("stage") == 2 * 4
+
+
+def test_tools_fail_clearly_on_foreign_and_truncated_files(tmp_path, metrics):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = 1
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(metrics.read_bytes()[:2048])
+    for bad, message in ((foreign, "not a law_hpc metrics file"), (truncated, "truncated or corrupt"),
+                         (tmp_path / "missing.h5", "no metrics file")):
+        proc = tool("plot_loss_gap.py", bad)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
