@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -67,3 +68,15 @@ def _searcher_pid(launcher_pid: int, ranks: int) -> int:
     children = [p for p in psutil.Process(launcher_pid).children(recursive=True)
                 if "law_hpc.search" in " ".join(p.cmdline()) and p.pid != launcher_pid]
     return max(p.pid for p in children)
+
+
+def assert_same_results(expected_dir, got_dir) -> None:
+    """metrics.h5 of two runs agree bit for bit on every column but wall-clock timings; so do policies."""
+    from law_hpc.io.metrics import read_stages
+
+    expected, got = read_stages(Path(expected_dir) / "metrics.h5"), read_stages(Path(got_dir) / "metrics.h5")
+    assert set(expected) == set(got)
+    for name in set(expected) - TIMING_COLUMNS:
+        assert np.array_equal(expected[name], got[name], equal_nan=True), name
+    with h5py.File(Path(expected_dir) / "policy.h5") as a, h5py.File(Path(got_dir) / "policy.h5") as b:
+        assert np.array_equal(a["actor/net.0.weight"][()], b["actor/net.0.weight"][()])

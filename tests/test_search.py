@@ -12,7 +12,7 @@ from law_hpc.engine.pair import ClassifierPair, FeatureSettings
 from law_hpc.io.checkpoint import checkpoint_dir, list_checkpoints, read_checkpoint
 from law_hpc.io.metrics import STAGE_COLUMNS, read_stages
 from law_hpc.models import create_model
-from search_helpers import SMOKE, TIMING_COLUMNS, interrupt_after_rows, run_search
+from search_helpers import SMOKE, assert_same_results, interrupt_after_rows, run_search
 
 CONTRACT = ["episode", "stage", "rank", "lr", "weighted", "reward", "acc_target", "acc_reference",
             "loss_target", "loss_reference", "weight_mean", "weight_std", "stage_seconds",
@@ -99,10 +99,6 @@ def test_strategy_identical_across_ranks_classifiers_differ(two_rank_run):
     assert not np.array_equal(last[0]["arrays"]["buffer/reward"], last[1]["arrays"]["buffer/reward"])
 
 
-def _deterministic(columns):
-    return {k: v for k, v in columns.items() if k not in TIMING_COLUMNS}
-
-
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
     full = tmp_path / "full"
     proc = run_search(full)
@@ -116,11 +112,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
     proc = run_search(stopped)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed" in proc.stdout
-    expected, got = _deterministic(read_stages(full / "metrics.h5")), _deterministic(read_stages(stopped / "metrics.h5"))
-    for name in expected:
-        assert np.array_equal(expected[name], got[name], equal_nan=True), name
-    with h5py.File(stopped / "policy.h5") as a, h5py.File(full / "policy.h5") as b:
-        assert np.array_equal(a["actor/net.0.weight"][()], b["actor/net.0.weight"][()])
+    assert_same_results(full, stopped)
 
 
 def test_two_rank_preemption_of_one_rank_stops_both_and_resumes(tmp_path):

@@ -1,0 +1,60 @@
+# Shared body of the law_hpc batch scripts: sourced by slurm/*.sh after their #SBATCH header.
+# The caller sets LAW_MODULE (law_hpc.search | law_hpc.train), LAW_CONFIG and LAW_RUN_NAME.
+#
+# Preemption and time limits: Slurm sends SIGUSR1 to this batch shell (--signal=B:USR1@secs) or
+# SIGTERM (scancel, scontrol requeue, preemption). We forward it to every rank; the ranks agree at
+# the next stage boundary, checkpoint and exit 75; we then requeue the job. The requeued job keeps
+# its job id, so it finds the same run directory and resumes from the last complete checkpoint.
+#
+# Site knobs (environment variables, all optional):
+#   LAW_HPC_ROOT  repository checkout (default: the directory sbatch was called from)
+#   LAW_VENV      virtual environment to activate (default: $LAW_HPC_ROOT/.venv); or load your modules
+#   RUN_DIR       run directory (default: runs/<job name>-<job id>, stable across requeues)
+#   LAW_SRUN_MPI  srun --mpi plugin (default pmix; Debian/Ubuntu Open MPI supports PMIx only)
+set -uo pipefail
+
+EXIT_PREEMPTED=75
+LAW_HPC_ROOT="${LAW_HPC_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}"
+cd "$LAW_HPC_ROOT" || { echo "law_hpc: cannot cd to LAW_HPC_ROOT=$LAW_HPC_ROOT" >&2; exit 2; }
+LAW_VENV="${LAW_VENV:-$LAW_HPC_ROOT/.venv}"
+if [ -f "$LAW_VENV/bin/activate" ]; then
+  # shellcheck disable=SC1091
+  source "$LAW_VENV/bin/activate"
+else
+  echo "law_hpc: no virtual environment at $LAW_VENV (run 'make setup' or set LAW_VENV); using $(command -v python3)" >&2
+fi
+
+# Shared parallel file systems (Lustre, GPFS, NFS) often lack the POSIX locks HDF5 uses by default.
+export HDF5_USE_FILE_LOCKING=FALSE
+# One rank per GPU: each rank picks cuda:<local rank>; CPU threads split between the local ranks.
+export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
+RUN_DIR="${RUN_DIR:-runs/${LAW_RUN_NAME}-${SLURM_JOB_ID:-local}}"
+mkdir -p "$(dirname "$RUN_DIR")"
+
+echo "law_hpc: job ${SLURM_JOB_ID:-?} restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
+     "${SLURM_NTASKS:-1} ranks, run dir $RUN_DIR"
+
+law_srun_pid=""
+law_forward() {  # pass the signal on to the ranks; srun relays USR1/TERM to every task
+  echo "law_hpc: got SIG$1, asking the ranks to checkpoint at the next stage boundary" >&2
+  [ -n "$law_srun_pid" ] && kill -s "$1" "$law_srun_pid" 2>/dev/null
+}
+trap 'law_forward USR1' USR1
+trap 'law_forward TERM' TERM
+
+srun --mpi="${LAW_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 \
+  python -m "$LAW_MODULE" --config "$LAW_CONFIG" --run-dir "$RUN_DIR" "$@" &
+law_srun_pid=$!
+# `wait` returns early when a trapped signal arrives: keep waiting until srun itself has ended.
+while true; do
+  wait "$law_srun_pid"
+  status=$?
+  kill -0 "$law_srun_pid" 2>/dev/null || break
+done
+
+if [ "$status" -eq "$EXIT_PREEMPTED" ]; then
+  echo "law_hpc: checkpointed in $RUN_DIR; requeueing job $SLURM_JOB_ID" >&2
+  scontrol requeue "$SLURM_JOB_ID"
+  exit 0
+fi
+exit "$status"
