@@ -82,9 +82,9 @@ class Training:
         self.method = LawPolicyMethod(policy) if policy else create_method(method_name, cfg, self.data.train_clean_mask)
         data = self.data
 
-        def model_factory():
+        def model_factory(variant: int = 0):
             with torch.random.fork_rng(devices=[]):  # the same initialisation for every method of a seed
-                torch.manual_seed(derive_seed(cfg.seed, "train-init"))
+                torch.manual_seed(derive_seed(cfg.seed, "train-init", variant))
                 return create_model(cfg.model.name, data.num_classes, data.in_channels, data.image_size)
 
         def optimizer_factory(model):

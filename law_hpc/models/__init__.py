@@ -27,4 +27,4 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
-from . import small  # noqa: E402,F401  (registers its models)
+from . import cifar, imagenet, small  # noqa: E402,F401  (registers their models)
