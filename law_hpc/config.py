@@ -33,6 +33,8 @@ class DataConfig:
     """Training images in the search subset (paper: 20k of CIFAR's 50k); 0 = all not used for validation."""
     val_size: int = 2000
     """Clean, class-balanced validation images held out of the training set (paper: 5k)."""
+    train_size: int = 0
+    """Test phase: training images drawn from what validation leaves (0 = all of them)."""
     test_size: int = 0
     """Test images to evaluate on in the test phase; 0 = the whole test set."""
     noise_mode: str = "uniform_mix"

@@ -56,7 +56,7 @@ def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, devi
     train_set, test_set = _load_arrays(cfg)
     rng = np.random.default_rng(derive_seed(seed, "split"))
     split = make_split(train_set.labels, train_set.num_classes, cfg.val_size,
-                       cfg.search_train_size if purpose == "search" else 0, cfg.noise_mode, cfg.noise_rate,
+                       cfg.search_train_size if purpose == "search" else cfg.train_size, cfg.noise_mode, cfg.noise_rate,
                        cfg.imbalance, rng, cfg.imbalance_factor, tuple(cfg.discard_classes), cfg.discard_keep)
     shard = (0, 1) if purpose == "search" else (rank, world_size)
     train_images = train_set.images[split["train_index"]]

@@ -47,7 +47,7 @@ def _read_idx(path: Path, magic: int, header: int) -> np.ndarray:
     if found != magic:
         raise ValueError(f"{path} is not an IDX file of the expected kind (magic {found:#x}, expected {magic:#x})")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range((header - 4) // 4)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
+    data = np.frombuffer(bytearray(raw), dtype=np.uint8, offset=header)  # writable: torch shares it
     if data.size != int(np.prod(dims)):
         raise ValueError(f"{path} is truncated: {data.size} bytes of data for dimensions {dims}")
     return data.reshape(dims)

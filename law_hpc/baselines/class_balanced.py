@@ -1,0 +1,37 @@
+"""Class-balanced loss (Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of Samples")."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..engine.law_method import UniformMethod
+
+
+def class_balanced_weights(class_counts, beta: float) -> np.ndarray:
+    """alpha_c = (1 - beta) / (1 - beta^n_c), the inverse effective number (Eq. 3/4),
+    normalised so that sum_c alpha_c = C. An unseen class counts as one sample."""
+    counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
+    inverse_effective_number = (1.0 - beta) / (1.0 - np.power(beta, counts))
+    return inverse_effective_number * len(counts) / inverse_effective_number.sum()
+
+
+class ClassBalanced(UniformMethod):
+    """Softmax CE on the observed label, weighted by that label's class-balanced weight."""
+
+    name = "class_balanced"
+    weight_norm = "mean"  # CB_softmax = mean_i alpha_{y_i} CE_i
+
+    def __init__(self, beta: float = 0.999):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"class-balanced beta must be in [0, 1), got {beta}")
+        self.beta = float(beta)
+
+    def setup(self, model_factory, optimizer_factory, num_classes, class_counts, total_epochs, device, **kw):
+        super().setup(model_factory, optimizer_factory, num_classes, class_counts, total_epochs, device)
+        if len(class_counts) != num_classes:
+            raise ValueError(f"class_counts has {len(class_counts)} entries for {num_classes} classes")
+        self.class_weights = torch.as_tensor(class_balanced_weights(class_counts, self.beta),
+                                             dtype=torch.float32, device=device)
+
+    def sample_weights(self, logits, labels, epoch) -> torch.Tensor:
+        return self.class_weights.to(logits.device)[labels]

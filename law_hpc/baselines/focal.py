@@ -1,0 +1,25 @@
+"""Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection")."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..engine.law_method import UniformMethod
+
+
+class FocalLoss(UniformMethod):
+    """FL(p_t) = -(1 - p_t)^gamma log p_t (Eq. 5, without the alpha_t balance); gamma = 0 is cross-entropy."""
+
+    name = "focal"
+    weight_norm = "mean"  # mean_i (1 - p_t,i)^gamma * CE_i = mean focal loss
+
+    def __init__(self, gamma: float = 2.0):
+        if gamma < 0:
+            raise ValueError(f"focal gamma must be >= 0, got {gamma}")
+        self.gamma = float(gamma)
+
+    def sample_weights(self, logits, labels, epoch) -> torch.Tensor:
+        # The modulating factor (1 - p_t)^gamma keeps its gradient, as in the focal loss itself;
+        # the harness reports it detached.
+        log_p_true = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+        return (1.0 - log_p_true.exp()).clamp_min(0.0).pow(self.gamma)

@@ -1,0 +1,37 @@
+"""Self-paced learning (Kumar et al. 2010, "Self-Paced Learning for Latent Variable Models")."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..engine.law_method import UniformMethod
+
+
+def smallest_loss_mask(per_sample_loss: torch.Tensor, keep_fraction: float) -> torch.Tensor:
+    """v_i = [l_i < lambda] with lambda between the k-th and (k+1)-th smallest loss, k = round(fraction B) >= 1."""
+    keep = min(per_sample_loss.numel(), max(1, int(round(keep_fraction * per_sample_loss.numel()))))
+    mask = torch.zeros_like(per_sample_loss)
+    mask[torch.argsort(per_sample_loss.detach())[:keep]] = 1.0
+    return mask
+
+
+class SelfPaced(UniformMethod):
+    """Hard 0/1 weights minimising sum_i v_i l_i - lambda sum_i v_i (Eq. 4 of Kumar et al.):
+    the closed form is v_i = [l_i < lambda]. lambda grows so that the kept fraction rises linearly
+    from start_fraction at epoch 0 to 1 at the last epoch."""
+
+    name = "self_paced"
+    weight_norm = "sum_w"  # mean loss over the kept samples
+
+    def __init__(self, start_fraction: float = 0.5):
+        if not 0.0 < start_fraction <= 1.0:
+            raise ValueError(f"self-paced start_fraction must be in (0, 1], got {start_fraction}")
+        self.start_fraction = float(start_fraction)
+
+    def keep_fraction(self, epoch: float) -> float:
+        progress = min(max(epoch / max(self.total_epochs, 1e-12), 0.0), 1.0)
+        return self.start_fraction + (1.0 - self.start_fraction) * progress
+
+    def sample_weights(self, logits, labels, epoch) -> torch.Tensor:
+        per_sample_loss = F.cross_entropy(logits.detach(), labels, reduction="none")
+        return smallest_loss_mask(per_sample_loss, self.keep_fraction(epoch))
