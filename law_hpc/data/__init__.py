@@ -1,22 +1,23 @@
 """Data layer: datasets, corruption protocols, search/validation splits, and the batch pipelines.
 
 `build_data(cfg.data, purpose=..., seed=..., rank=..., world_size=..., device=...)` -> DataBundle.
+Backends as in NVIDIA's DeepLearningExamples: `dali` (GPU when CUDA is present, else CPU) or `torch`.
 See docs/interfaces.md for the contract (TrainStream.iterate, EvalSet.batches, Batch).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ..seeding import derive_seed
-from .arrays import ArrayDataset, load_fmnist
+from .arrays import ArrayDataset, load_cifar, load_fmnist
+from .folders import scan_image_folder
 from .splits import make_split
 from .torch_backend import ArrayEvalSet, ArrayTrainStream, Batch
 
-__all__ = ["build_data", "DataBundle", "Batch"]
+__all__ = ["build_data", "load_datasets", "DataBundle", "Batch"]
 
 
 @dataclass
@@ -39,40 +40,80 @@ class DataBundle:
                 file.create_dataset(name, data=np.asarray(array))
 
 
-def _load_arrays(cfg) -> tuple[ArrayDataset, ArrayDataset]:
+def load_datasets(cfg):
+    """(training source, test source) of `cfg.dataset`: ArrayDatasets in memory or FileDatasets on disk."""
     if cfg.dataset == "fmnist":
         return load_fmnist(cfg.root, "train"), load_fmnist(cfg.root, "test")
-    raise ValueError(f"data.dataset '{cfg.dataset}' has no loader yet")
+    if cfg.dataset in ("cifar10", "cifar100"):
+        return load_cifar(cfg.root, "train", cfg.dataset), load_cifar(cfg.root, "test", cfg.dataset)
+    train = scan_image_folder(cfg.root, "train")
+    return train, scan_image_folder(cfg.root, "val", train.classes)
+
+
+def _subset(count: int, total: int) -> np.ndarray:
+    """`count` evenly spaced indices of `total` (all when count is 0): every class stays represented."""
+    return np.arange(total) if not count or count >= total else np.linspace(0, total - 1, count).astype(np.int64)
+
+
+def _pipelines(cfg, source, test_source, split, shard, device, dali_device):
+    """(train stream, validation set, test set or None) for the configured backend."""
+    train_index, val_index, observed = split["train_index"], split["val_index"], split["train_observed"]
+    test_index = None if test_source is None else _subset(cfg.test_size, len(test_source.labels))
+    if isinstance(source, ArrayDataset):
+        images, mean, std = source.images, source.mean, source.std
+        if dali_device:
+            from .dali import DaliArrayTrainStream
+            train = DaliArrayTrainStream(images[train_index], observed, cfg.batch_size, mean, std, cfg.augment, device,
+                                         shard, dali_device, cfg.num_workers)
+        else:
+            train = ArrayTrainStream(images[train_index], observed, cfg.batch_size, mean, std, cfg.augment, device, shard)
+        evaluation = lambda data, index: ArrayEvalSet(data.images[index], data.labels[index], cfg.eval_batch_size,
+                                                      mean, std, device)
+    else:
+        common = dict(mean=source.mean, std=source.std, image_size=cfg.image_size, device=device)
+        if dali_device:
+            from .dali import DaliFileEvalSet, DaliFileTrainStream
+            train = DaliFileTrainStream(source.paths[train_index], observed, cfg.batch_size, shard=shard,
+                                        dali_device=dali_device, num_threads=cfg.num_workers,
+                                        on_corrupt=cfg.on_corrupt_image, **common)
+            evaluation = lambda data, index: DaliFileEvalSet(data.paths[index], data.labels[index], cfg.eval_batch_size,
+                                                             dali_device=dali_device, num_threads=cfg.num_workers,
+                                                             on_corrupt=cfg.on_corrupt_image, **common)
+        else:
+            from .torch_files import FileEvalSet, FileTrainStream
+            train = FileTrainStream(source.paths[train_index], observed, cfg.batch_size, shard=shard,
+                                    num_workers=cfg.num_workers, on_corrupt=cfg.on_corrupt_image, **common)
+            evaluation = lambda data, index: FileEvalSet(data.paths[index], data.labels[index], cfg.eval_batch_size,
+                                                         num_workers=cfg.num_workers, on_corrupt=cfg.on_corrupt_image,
+                                                         **common)
+    test = None if test_source is None else evaluation(test_source, test_index)
+    return train, evaluation(source, val_index), test
 
 
 def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, device) -> DataBundle:
     """The data of a search (`purpose="search"`: one unsharded subset per searcher) or of a test-phase
-    training (`purpose="train"`: the full corrupted training set, sharded by global rank, and the test set)."""
+    training (`purpose="train"`: the corrupted training set, sharded by global rank, and the test set)."""
     if purpose not in ("search", "train"):
         raise ValueError(f"unknown data purpose '{purpose}'")
+    dali_device = None
     if cfg.backend == "dali":
         from .dali import require_dali
-        require_dali(cfg)
-    train_set, test_set = _load_arrays(cfg)
+        dali_device = require_dali(cfg)
+    source, test_source = load_datasets(cfg)
     rng = np.random.default_rng(derive_seed(seed, "split"))
-    split = make_split(train_set.labels, train_set.num_classes, cfg.val_size,
-                       cfg.search_train_size if purpose == "search" else cfg.train_size, cfg.noise_mode, cfg.noise_rate,
-                       cfg.imbalance, rng, cfg.imbalance_factor, tuple(cfg.discard_classes), cfg.discard_keep)
+    split = make_split(source.labels, source.num_classes, cfg.val_size,
+                       cfg.search_train_size if purpose == "search" else cfg.train_size, cfg.noise_mode,
+                       cfg.noise_rate, cfg.imbalance, rng, cfg.imbalance_factor, tuple(cfg.discard_classes),
+                       cfg.discard_keep, cfg.per_class_images if purpose == "search" else 0)
     shard = (0, 1) if purpose == "search" else (rank, world_size)
-    train_images = train_set.images[split["train_index"]]
-    train = ArrayTrainStream(train_images, split["train_observed"], cfg.batch_size, train_set.mean, train_set.std,
-                             cfg.augment, device, shard)
-    val = ArrayEvalSet(train_set.images[split["val_index"]], train_set.labels[split["val_index"]],
-                       cfg.eval_batch_size, train_set.mean, train_set.std, device)
-    test = None
-    if purpose == "train":
-        count = cfg.test_size or len(test_set.labels)
-        test = ArrayEvalSet(test_set.images[:count], test_set.labels[:count], cfg.eval_batch_size, test_set.mean,
-                            test_set.std, device)
-    num_classes = train_set.num_classes
+    train, val, test = _pipelines(cfg, source, test_source if purpose == "train" else None, split, shard, device,
+                                  dali_device)
+    in_memory = isinstance(source, ArrayDataset)
+    num_classes = source.num_classes
+    report = split.pop("report")
     return DataBundle(
-        train=train, val=val, test=test, num_classes=num_classes, in_channels=train_set.images.shape[-1],
-        image_size=train_set.images.shape[1],
+        train=train, val=val, test=test, num_classes=num_classes,
+        in_channels=source.images.shape[-1] if in_memory else 3,
+        image_size=source.images.shape[1] if in_memory else cfg.image_size,
         train_label_counts=np.bincount(split["train_observed"], minlength=num_classes).astype(np.int64),
-        train_clean_mask=split["train_true"] == split["train_observed"], report=split.pop("report"),
-        split={k: v for k, v in split.items()})
+        train_clean_mask=split["train_true"] == split["train_observed"], report=report, split=split)

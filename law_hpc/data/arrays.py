@@ -1,7 +1,8 @@
-"""In-memory image datasets: Fashion-MNIST from its IDX files (CIFAR readers live beside it)."""
+"""In-memory image datasets: Fashion-MNIST from its IDX files, CIFAR-10/100 from their pickle batches."""
 from __future__ import annotations
 
 import gzip
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +63,39 @@ def load_fmnist(root: str | Path, part: str) -> ArrayDataset:
     images = _read_idx(root / image_file, 0x00000803, 16)
     labels = _read_idx(root / label_file, 0x00000801, 8).astype(np.int64)
     return ArrayDataset(images[..., None], labels, 10, FMNIST_MEAN, FMNIST_STD)
+
+
+CIFAR_FILES = {
+    "cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+    "cifar100": {"train": ["train"], "test": ["test"]},
+}
+
+
+def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing dataset file {path} (expected the CIFAR python pickle layout)")
+    try:
+        with open(path, "rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+        data, labels = np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[label_key], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} is not a CIFAR python batch ({type(err).__name__}: {err})") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+        raise ValueError(f"{path}: data of shape {data.shape} with {len(labels)} labels, expected [N, 3072] and N labels")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def load_cifar(root: str | Path, part: str, name: str = "cifar10") -> ArrayDataset:
+    """CIFAR-10/100 `part` ('train' or 'test') from the python pickle directory (cifar-10-batches-py,
+    cifar-100-python) as 32x32x3 uint8 images; CIFAR-100 uses the 100 fine labels."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset directory {root} does not exist (data.root)")
+    label_key = b"labels" if name == "cifar10" else b"fine_labels"
+    parts = [_read_cifar_batch(root / file, label_key) for file in CIFAR_FILES[name][part]]
+    images = np.concatenate([images for images, _ in parts])
+    labels = np.concatenate([labels for _, labels in parts])
+    # per-channel statistics (CIFAR's usual constants, computed so exports work too); the pipelines
+    # normalise every split with the training part's
+    pixels = images[::7].reshape(-1, 3).astype(np.float64) / 255.0
+    return ArrayDataset(images, labels, 10 if name == "cifar10" else 100, tuple(pixels.mean(0)), tuple(pixels.std(0)))

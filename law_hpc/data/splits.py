@@ -21,18 +21,21 @@ def balanced_validation(labels: np.ndarray, num_classes: int, size: int, rng: np
 
 def make_split(labels: np.ndarray, num_classes: int, val_size: int, train_size: int, noise_mode: str,
                noise_rate: float, imbalance: str, rng: np.random.Generator, imbalance_factor: float = 100.0,
-               discard_classes=(0, 1), discard_keep: float = 0.04) -> dict:
+               discard_classes=(0, 1), discard_keep: float = 0.04, per_class: int = 0) -> dict:
     """{'train_index', 'val_index', 'train_true', 'train_observed', 'report'}.
 
     The clean validation split is taken first; imbalance then thins the rest on true labels; a
-    `train_size` subset (0 = all) is drawn; label noise is applied to it last.
+    `train_size` subset (0 = all), or `per_class` images of every class, is drawn; label noise is
+    applied to it last.
     """
     val_index = balanced_validation(labels, num_classes, val_size, rng)
     pool = np.setdiff1d(np.arange(len(labels)), val_index)
     pool = pool[imbalance_keep(labels[pool], num_classes, imbalance, rng, imbalance_factor, discard_classes,
                                discard_keep)]
     pool = rng.permutation(pool)
-    if train_size:
+    if per_class:
+        pool = rng.permutation(pool[balanced_validation(labels[pool], num_classes, per_class * num_classes, rng)])
+    elif train_size:
         if train_size > len(pool):
             raise ValueError(f"data.search_train_size={train_size} but only {len(pool)} training images remain")
         pool = pool[:train_size]

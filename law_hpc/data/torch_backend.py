@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..seeding import derive_seed
+from .order import EpochOrder
 
 
 @dataclass
@@ -30,17 +31,26 @@ def _normaliser(mean, std, device):
     return lambda nchw_uint8: (nchw_uint8.float() - mean) / std
 
 
+def crop_flip_params(batch: int, generator: torch.Generator, pad: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample crop offsets [2, B] (row, column; 0..2*pad in the padded image) and flips [B] (bool).
+
+    Drawn on the CPU from `generator` so the torch and DALI backends augment a batch identically."""
+    offsets = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator)
+    flips = torch.rand(batch, generator=generator) < 0.5
+    return offsets, flips
+
+
 def crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Pad-`pad` random crop + random horizontal flip of a uint8 NCHW batch, all samples at once."""
     batch, _, height, width = images.shape
+    offsets, flips = crop_flip_params(batch, generator, pad)
+    offsets, flips = offsets.to(images.device), flips.to(images.device)
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    offsets = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator).to(images.device)
     rows = (offsets[0, :, None] + torch.arange(height, device=images.device)).view(batch, 1, height, 1)
     cols = (offsets[1, :, None] + torch.arange(width, device=images.device)).view(batch, 1, 1, width)
     cropped = padded[torch.arange(batch, device=images.device).view(batch, 1, 1, 1),
                      torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1), rows, cols]
-    flip = (torch.rand(batch, generator=generator) < 0.5).to(images.device).view(batch, 1, 1, 1)
-    return torch.where(flip, cropped.flip(-1), cropped)
+    return torch.where(flips.view(batch, 1, 1, 1), cropped.flip(-1), cropped)
 
 
 class ArrayTrainStream:
@@ -51,25 +61,16 @@ class ArrayTrainStream:
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
         self.labels = torch.from_numpy(labels).to(device)
         self.batch_size, self.augment, self.device = batch_size, augment, device
-        self.shard_id, self.num_shards = shard
-        per_shard = len(labels) // self.num_shards  # every rank the same number of samples
-        self.batches_per_epoch = per_shard // batch_size
-        if self.batches_per_epoch == 0:
-            raise ValueError(f"{len(labels)} training images make no full batch of {batch_size} per rank")
+        self.order = EpochOrder(len(labels), batch_size, shard)
+        self.batches_per_epoch = self.order.batches_per_epoch
         self.normalise = _normaliser(mean, std, device)
-
-    def epoch_order(self, stream_seed: int, epoch: int) -> np.ndarray:
-        """This shard's sample order in `epoch`: one permutation shared by all shards, split by rank."""
-        order = np.random.default_rng(derive_seed(stream_seed, "order", epoch)).permutation(len(self.labels))
-        per_shard = len(order) // self.num_shards
-        return order[self.shard_id * per_shard:(self.shard_id + 1) * per_shard]
 
     def iterate(self, stream_seed: int, start_step: int = 0) -> Iterator[Batch]:
         step, order, order_epoch = start_step, None, -1
         while True:
             epoch, position = divmod(step, self.batches_per_epoch)
             if epoch != order_epoch:
-                order, order_epoch = torch.from_numpy(self.epoch_order(stream_seed, epoch)).to(self.device), epoch
+                order, order_epoch = torch.from_numpy(self.order.epoch_order(stream_seed, epoch)).to(self.device), epoch
             index = order[position * self.batch_size:(position + 1) * self.batch_size]
             images = self.images[index]
             if self.augment == "crop_flip":

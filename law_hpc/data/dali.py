@@ -1,0 +1,229 @@
+"""The DALI backend: the one module that imports nvidia.dali.
+
+- In-memory arrays (CIFAR, Fashion-MNIST): `external_source` feeds uint8 batches in the EpochOrder;
+  pad-4 crop + flip (offsets drawn exactly as the torch backend draws them, so both backends give
+  the same batches) + normalise run in DALI.
+- Image folders (ImageNet): `readers.file` over the epoch's file order, sharded by global rank with
+  `pad_last_batch`; decoding on the GPU ("mixed") when CUDA is present, else on the CPU; random-
+  resized-crop + flip + normalise for training, resize + centre crop for evaluation.
+DALI on the CPU uses `device_id=None`; asking for the GPU without CUDA is an error, never a fallback.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..seeding import derive_seed
+from .folders import damaged_files, decode_rgb
+from .order import EpochOrder
+from .torch_backend import Batch, crop_flip_params
+from .torch_files import CorruptImageLog
+
+
+def require_dali(cfg) -> str:
+    """'gpu' or 'cpu': where DALI runs for `cfg.dali_device` (auto = gpu when CUDA is present)."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"data.backend=dali needs NVIDIA DALI (pip install nvidia-dali-cuda120): {err}") from None
+    if cfg.dali_device == "gpu" and not torch.cuda.is_available():
+        raise ValueError("data.dali_device=gpu: no CUDA device is visible (DALI mixed/GPU decoding needs a GPU); "
+                         "use data.dali_device=cpu or auto")
+    if cfg.dali_device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return cfg.dali_device
+
+
+def _pipeline(batch_size: int, num_threads: int, dali_device: str, device, seed: int, fed: bool = False):
+    """A DALI pipeline on this rank's device. `fed` (external_source via feed_input): one batch in, one out."""
+    from nvidia.dali.pipeline import Pipeline
+    device_id = (device.index or 0) if dali_device == "gpu" else None
+    pipelining = {"prefetch_queue_depth": 1, "exec_pipelined": False, "exec_async": False} if fed else \
+        {"prefetch_queue_depth": 2}
+    return Pipeline(batch_size=batch_size, num_threads=max(num_threads, 1), device_id=device_id,
+                    seed=seed % (2 ** 31), **pipelining)
+
+
+def _to_torch(tensor_list, device) -> torch.Tensor:
+    """A dense DALI batch as a torch tensor on `device` (copied device-to-device on the GPU)."""
+    if hasattr(tensor_list, "as_cpu") and not hasattr(tensor_list, "as_array"):  # TensorListGPU
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+        tensor = tensor_list.as_tensor()
+        out = torch.empty(tensor.shape(), dtype=torch.float32 if tensor.dtype.name == "FLOAT" else torch.int32,
+                          device=device)
+        feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(device))
+        return out
+    return torch.from_numpy(tensor_list.as_array()).to(device)
+
+
+def _normalise_op(images, mean, std, mirror=None, crop=None):
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    kwargs = {"crop": crop} if crop else {}
+    if mirror is not None:
+        kwargs["mirror"] = mirror
+    return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=[255 * m for m in mean],
+                                    std=[255 * s for s in std], **kwargs)
+
+
+class DaliArrayTrainStream:
+    """In-memory training split through a DALI pipeline fed by external_source."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, augment: str, device,
+                 shard=(0, 1), dali_device: str = "cpu", num_threads: int = 1, pad: int = 4):
+        import nvidia.dali.fn as fn
+        import nvidia.dali.types as types
+        self.images, self.labels = np.ascontiguousarray(images), torch.from_numpy(labels).to(device)
+        self.order = EpochOrder(len(labels), batch_size, shard)
+        self.batch_size, self.batches_per_epoch = batch_size, self.order.batches_per_epoch
+        self.augment, self.device, self.pad = augment, device, pad
+        height, width = images.shape[1:3]
+        self.pipe = _pipeline(batch_size, num_threads, dali_device, device, 0, fed=True)
+        with self.pipe:
+            batch = fn.external_source(name="images", layout="HWC", dtype=types.UINT8)
+            start = fn.external_source(name="start", dtype=types.INT32)
+            mirror = fn.external_source(name="mirror", dtype=types.INT32)
+            if dali_device == "gpu":
+                batch = batch.gpu()
+            if augment == "crop_flip":  # out-of-bounds rows/columns read as 0: the zero padding
+                batch = fn.slice(batch, start=start, shape=[height, width], axis_names="HW",
+                                 out_of_bounds_policy="pad", fill_values=0)
+            self.pipe.set_outputs(_normalise_op(batch, mean, std, mirror=mirror))
+        self.pipe.build()
+
+    def iterate(self, stream_seed: int, start_step: int = 0):
+        step, order, order_epoch = start_step, None, -1
+        while True:
+            epoch, position = divmod(step, self.batches_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = self.order.epoch_order(stream_seed, epoch), epoch
+            index = order[position * self.batch_size:(position + 1) * self.batch_size]
+            offsets = torch.zeros(2, len(index), dtype=torch.int64)
+            flips = torch.zeros(len(index), dtype=torch.bool)
+            if self.augment == "crop_flip":
+                generator = torch.Generator().manual_seed(derive_seed(stream_seed, "augment", step))
+                offsets, flips = crop_flip_params(len(index), generator, self.pad)
+                offsets = offsets - self.pad  # offsets in the padded image -> start in the original one
+            self.pipe.feed_input("images", self.images[index])
+            self.pipe.feed_input("start", np.ascontiguousarray(offsets.T.numpy(), dtype=np.int32))
+            self.pipe.feed_input("mirror", flips.numpy().astype(np.int32))
+            (images,) = self.pipe.run()
+            index = torch.from_numpy(index).to(self.device)
+            yield Batch(_to_torch(images, self.device), self.labels[index], index)
+            step += 1
+
+
+class DaliFileTrainStream:
+    """Image-folder training split: readers.file over the epoch order, sharded by global rank."""
+
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, image_size: int, device,
+                 shard=(0, 1), dali_device: str = "cpu", num_threads: int = 1, on_corrupt: str = "fail"):
+        self.paths, self.labels = paths, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+        self.order = EpochOrder(len(paths), batch_size, shard)
+        self.batch_size, self.batches_per_epoch = batch_size, self.order.batches_per_epoch
+        self.mean, self.std, self.image_size, self.device = mean, std, image_size, device
+        self.dali_device, self.num_threads, self.on_corrupt = dali_device, num_threads, on_corrupt
+        self.corrupt = CorruptImageLog(paths)
+
+    def _build(self, positions: np.ndarray, seed: int, shard=(0, 1)):
+        """A pipeline reading shard `shard` = (id, count) of `positions`, in order."""
+        import nvidia.dali.fn as fn
+        import nvidia.dali.types as types
+        pipe = _pipeline(self.batch_size, self.num_threads, self.dali_device, self.device, seed)
+        with pipe:
+            # labels carry the position in the split: class labels and clean masks are looked up from it
+            encoded, position = fn.readers.file(files=self.paths[positions].tolist(), labels=positions.tolist(),
+                                                random_shuffle=False, pad_last_batch=True, shard_id=shard[0],
+                                                num_shards=shard[1], stick_to_shard=True, name="reader")
+            images = fn.decoders.image(encoded, device="mixed" if self.dali_device == "gpu" else "cpu",
+                                       output_type=types.RGB)
+            images = fn.random_resized_crop(images, size=[self.image_size, self.image_size])
+            pipe.set_outputs(_normalise_op(images, self.mean, self.std, mirror=fn.random.coin_flip()), position)
+        pipe.build()
+        return pipe
+
+    def _shard_positions(self, stream_seed: int, epoch: int) -> np.ndarray:
+        """This rank's part of the epoch order, as readers.file cuts it (equal contiguous shards)."""
+        whole = self.order.permutation(stream_seed, epoch)[:self.order.per_shard * self.order.num_shards]
+        return np.array_split(whole, self.order.num_shards)[self.order.shard_id]
+
+    def iterate(self, stream_seed: int, start_step: int = 0):
+        epoch, position = divmod(start_step, self.batches_per_epoch)
+        while True:
+            seed = derive_seed(stream_seed, "augment", epoch, position, self.order.shard_id)
+            remaining = self._shard_positions(stream_seed, epoch)[position * self.batch_size:]
+            damaged = remaining[damaged_files(self.paths[remaining])]
+            if len(damaged):
+                remaining = _without(remaining, self._handle_unreadable(damaged))
+            if position == 0 and not len(damaged):  # readers.file shards the whole epoch order by global rank
+                whole = self.order.permutation(stream_seed, epoch)[:self.order.per_shard * self.order.num_shards]
+                pipe = self._build(whole, seed, (self.order.shard_id, self.order.num_shards))
+            else:  # resumed mid-epoch, or images dropped: read the rest of this rank's shard
+                pipe = self._build(remaining, seed)
+            while position < self.batches_per_epoch:
+                try:
+                    images, positions = pipe.run()
+                except RuntimeError as err:  # damage the screen cannot see: name the file and stop
+                    bad = [p for p in remaining if not _decodes(self.paths[p])]
+                    names = ", ".join(self.paths[p] for p in bad[:3]) or "unknown file"
+                    raise ValueError(f"cannot decode image {names}: {str(err)[:300]}") from None
+                index = torch.from_numpy(positions.as_array().reshape(-1).astype(np.int64)).to(self.device)
+                yield Batch(_to_torch(images, self.device), self.labels[index], index)
+                position += 1
+            epoch, position = epoch + 1, 0
+
+    def _handle_unreadable(self, damaged: np.ndarray) -> np.ndarray:
+        """data.on_corrupt_image: fail naming the files, or skip them (counted and logged)."""
+        if self.on_corrupt == "fail":
+            names = ", ".join(self.paths[p] for p in damaged[:3])
+            raise ValueError(f"cannot decode image {names} (damaged; data.on_corrupt_image=skip to skip it)")
+        self.corrupt.record(damaged)
+        return damaged
+
+
+def _decodes(path) -> bool:
+    try:
+        decode_rgb(path)
+        return True
+    except ValueError:
+        return False
+
+
+def _without(positions: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    return positions[~np.isin(positions, bad)]
+
+
+class DaliFileEvalSet:
+    """Clean evaluation batches of an image folder through DALI: resize + centre crop, in file order."""
+
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, image_size: int, device,
+                 dali_device: str = "cpu", num_threads: int = 1, on_corrupt: str = "fail"):
+        import nvidia.dali.fn as fn
+        import nvidia.dali.types as types
+        damaged = damaged_files(paths)
+        if damaged and on_corrupt == "fail":
+            raise ValueError(f"cannot decode image {paths[damaged[0]]} (damaged; data.on_corrupt_image=skip to skip it)")
+        self.corrupt = CorruptImageLog(paths)
+        self.corrupt.record(damaged)
+        keep = np.setdiff1d(np.arange(len(paths)), damaged)
+        paths, labels = paths[keep], labels[keep]
+        self.labels, self.batch_size, self.device = torch.from_numpy(labels).to(device), batch_size, device
+        self.pipe = _pipeline(batch_size, num_threads, dali_device, device, 0)
+        with self.pipe:
+            encoded, position = fn.readers.file(files=list(paths), labels=list(range(len(paths))),
+                                                random_shuffle=False, pad_last_batch=True, name="reader")
+            images = fn.decoders.image(encoded, device="mixed" if dali_device == "gpu" else "cpu", output_type=types.RGB)
+            images = fn.resize(images, resize_shorter=round(image_size * 256 / 224))
+            self.pipe.set_outputs(_normalise_op(images, mean, std, crop=(image_size, image_size)), position)
+        self.pipe.build()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self):
+        total = len(self.labels)
+        for start in range(0, total, self.batch_size):  # one pass = one reader epoch (the tail is padding)
+            images, positions = self.pipe.run()
+            count = min(self.batch_size, total - start)
+            index = torch.from_numpy(positions.as_array().reshape(-1)[:count].astype(np.int64)).to(self.device)
+            yield _to_torch(images, self.device)[:count], self.labels[index]

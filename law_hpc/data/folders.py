@@ -1,0 +1,93 @@
+"""Image-folder datasets in ImageNet's layout: ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG.
+
+Classes are the sorted sub-directory names of train/ (val/ must use the same names). Images stay on
+disk; the pipelines (DALI readers.file, or PIL in a torch DataLoader) decode them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class FileDataset:
+    """Image paths (str) and int64 labels; `classes[label]` is the folder name."""
+
+    paths: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def scan_image_folder(root: str | Path, part: str, classes: list[str] | None = None) -> FileDataset:
+    """The images of ROOT/part/<class>/; a missing folder, an empty class or an unknown class is a
+    clear error naming the path."""
+    folder = Path(root) / part
+    if not folder.is_dir():
+        raise FileNotFoundError(f"missing image folder {folder} (expected ROOT/{part}/<class>/*.JPEG; data.root)")
+    found = sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+    if not found:
+        raise ValueError(f"{folder} has no class sub-directories (expected {folder}/<class>/*.JPEG)")
+    classes = classes or found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise ValueError(f"{folder}: class folder(s) {unknown[:3]} do not exist in train/")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        directory = folder / name
+        files = sorted(str(p) for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
+            if directory.is_dir() else []
+        if part == "train" and not files:
+            raise ValueError(f"class folder {directory} has no images (.JPEG/.jpg/.png)")
+        paths += files
+        labels += [label] * len(files)
+    return FileDataset(np.array(paths), np.array(labels, dtype=np.int64), list(classes))
+
+
+def decode_rgb(path: str):
+    """A PIL RGB image; an unreadable file is a ValueError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise ValueError(f"cannot decode image {path}: {err}") from None
+
+
+def _intact(path: str) -> bool:
+    """A cheap structural check: JPEG starts with SOI and ends with EOI; PNG has its signature and IEND."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(size - 16, 0))
+            tail = handle.read().rstrip(b"\x00")
+    except OSError:
+        return False
+    if head[:2] == b"\xff\xd8":
+        return tail.endswith(b"\xff\xd9")
+    if head == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" in tail
+    return False
+
+
+def damaged_files(paths, threads: int = 8) -> list[int]:
+    """Positions of files in `paths` that fail the structural check (read in parallel: I/O bound).
+
+    Screening before DALI matters: DALI 2.4's CPU decoder can crash the process (not raise) on a
+    broken file in a large batch, so we never hand it one we can detect."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(threads) as pool:
+        return [i for i, ok in enumerate(pool.map(_intact, paths, chunksize=256)) if not ok]
