@@ -55,18 +55,18 @@ def interrupt_after_rows(run_dir, rows: int, ranks: int = 1, overrides=(), timeo
             break
         time.sleep(0.05)
     if proc.poll() is None:
-        os.kill(_searcher_pid(proc.pid, ranks), sig)
+        os.kill(rank_pid(proc.pid, ranks), sig)
     output, _ = proc.communicate(timeout=timeout)
     return proc.returncode, output
 
 
-def _searcher_pid(launcher_pid: int, ranks: int) -> int:
+def rank_pid(launcher_pid: int, ranks: int, module: str = "law_hpc.search") -> int:
     """The launcher itself for one rank; under horovodrun, the process of one rank (the highest pid)."""
     if ranks == 1:
         return launcher_pid
     import psutil
     children = [p for p in psutil.Process(launcher_pid).children(recursive=True)
-                if "law_hpc.search" in " ".join(p.cmdline()) and p.pid != launcher_pid]
+                if module in " ".join(p.cmdline()) and p.pid != launcher_pid]
     return max(p.pid for p in children)
 
 

@@ -44,7 +44,7 @@ class CoTeaching(UniformMethod):
         selected_by_g = smallest_loss_mask(loss_g.detach(), keep)
         for loss, peer_selection, optimizer in ((loss_f, selected_by_g, self.optimizer),
                                                 (loss_g, selected_by_f, self.peer_optimizer)):
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()  # Horovod's DistributedOptimizer takes no set_to_none
             ((loss * peer_selection).sum() / peer_selection.sum()).backward()
             optimizer.step()
         return {"loss": loss_f.detach().mean(), "weights": selected_by_g}

@@ -56,7 +56,7 @@ class L2RW(UniformMethod):
         weights = l2rw_weights(self.model, images, labels, val_images, val_labels, self.current_lr)
         per_sample_loss = F.cross_entropy(self.model(images), labels, reduction="none")
         # Algorithm 1, line 11-12: the real step on sum_i w_i l_i (the weights sum to 1).
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()  # Horovod's DistributedOptimizer takes no set_to_none
         (weights * per_sample_loss).sum().backward()
         self.optimizer.step()
         return {"loss": per_sample_loss.detach().mean(), "weights": weights.detach()}

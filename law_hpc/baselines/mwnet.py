@@ -47,14 +47,14 @@ class MetaWeightNet(UniformMethod):
         # Eq. 7: Theta <- Theta - beta grad_Theta 1/m sum_j L_j^meta(theta_hat(Theta)) (Adam here)
         val_images, val_labels = val_batch_fn()
         meta_loss = F.cross_entropy(functional_call(self.model, (stepped, buffers), (val_images,)), val_labels)
-        self.meta_optimizer.zero_grad(set_to_none=True)
+        self.meta_optimizer.zero_grad()  # Horovod's DistributedOptimizer takes no set_to_none
         meta_loss.backward(inputs=list(self.meta_net.parameters()))
         self.meta_optimizer.step()
         # Eq. 8: theta <- theta - alpha 1/n sum_i V(L_i(theta); Theta_{t+1}) grad_theta L_i(theta)
         per_sample_loss = F.cross_entropy(self.model(images), labels, reduction="none")
         with torch.no_grad():
             weights = self.loss_weights(per_sample_loss)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()  # Horovod's DistributedOptimizer takes no set_to_none
         (weights * per_sample_loss).mean().backward()
         self.optimizer.step()
         return {"loss": per_sample_loss.detach().mean(), "weights": weights.detach()}

@@ -39,7 +39,7 @@ class UniformMethod:
             loss = per_sample_loss.mean()
         else:
             loss = weighted_mean_loss(per_sample_loss, weights, self.weight_norm)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()  # Horovod's DistributedOptimizer takes no set_to_none
         loss.backward()
         self.optimizer.step()
         return {"loss": per_sample_loss.detach().mean(), "weights": weights.detach()}

@@ -1,0 +1,91 @@
+"""The test phase (python -m law_hpc.train): a learned policy on another network, peers in the same harness,
+data-parallel under horovodrun, resume after preemption."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from search_helpers import HOROVODRUN, REPO, SMOKE, rank_pid, run_search
+
+SMALL = ["data.train_size=1024", "data.test_size=500", "train.epochs=3", "threads_per_rank=1"]
+
+
+def train_command(run_dir, *args, ranks=1, overrides=SMALL):
+    cmd = [sys.executable, "-m", "law_hpc.train", "--config", str(SMOKE), "--run-dir", str(run_dir), *map(str, args)]
+    for assignment in overrides:
+        cmd += ["--set", assignment]
+    if ranks > 1:
+        cmd = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo"] + cmd
+    return cmd
+
+
+def train(run_dir, *args, ranks=1, overrides=SMALL):
+    proc = subprocess.run(train_command(run_dir, *args, ranks=ranks, overrides=overrides), capture_output=True,
+                          text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def epochs(run_dir) -> dict:
+    with h5py.File(run_dir / "train.h5", "r", libver="latest", swmr=True) as f:  # also while it is written
+        return {name: f["epochs"][name][()] for name in f["epochs"]}
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("search")
+    proc = run_search(run_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir / "policy.h5"
+
+
+def test_learned_policy_transfers_to_another_network(policy, tmp_path):
+    proc = train(tmp_path, "--policy", policy, overrides=SMALL + ["model.name=resnet32_cifar"])
+    rows = epochs(tmp_path)
+    assert list(rows["epoch"]) == [0, 1, 2] and rows["test_acc"][-1] > 0.2  # learns (chance: 0.1)
+    assert np.any(rows["weight_std"] > 0)  # the policy weights samples, unlike uniform
+    with h5py.File(tmp_path / "train.h5") as f:
+        assert f.attrs["method"] == "law" and str(policy) in f.attrs["policy"]
+    assert "resnet32_cifar" in (tmp_path / "config.yaml").read_text() and "law epoch 3/3" in proc.stdout
+
+
+@pytest.mark.parametrize("method", ["coteaching", "l2rw", "mwnet", "oracle"])
+def test_peer_methods_run_in_the_same_harness(method, tmp_path):
+    train(tmp_path, "--method", method, overrides=SMALL[:-2] + ["train.epochs=1", "threads_per_rank=1"])
+    rows = epochs(tmp_path)
+    assert len(rows["epoch"]) == 1 and np.isfinite(rows["train_loss"]).all()
+
+
+def test_unknown_method_is_a_clear_error(tmp_path):
+    proc = subprocess.run(train_command(tmp_path, "--method", "nope"), capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "unknown weighting method 'nope'" in proc.stderr
+
+
+def test_data_parallel_two_ranks_resume_after_preemption_equals_uninterrupted(tmp_path):
+    full = tmp_path / "full"
+    train(full, "--method", "uniform", ranks=2)
+    assert len(epochs(full)["epoch"]) == 3
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen(train_command(stopped, "--method", "uniform", ranks=2), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if len(epochs(stopped)["epoch"]) >= 1:
+                break
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.1)
+    os.kill(rank_pid(proc.pid, 2, "law_hpc.train"), signal.SIGUSR1)  # one rank: both must stop together
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "75" in output or proc.returncode == 75, output[-2000:]
+    resumed = train(stopped, "--method", "uniform", ranks=2)
+    assert "resumed" in resumed.stdout
+    expected, got = epochs(full), epochs(stopped)
+    for name in ("epoch", "lr", "train_loss", "test_acc", "val_acc", "weight_mean"):
+        assert np.array_equal(expected[name], got[name]), name
