@@ -23,19 +23,17 @@ import torch
 
 from . import dist as distributed
 from .analysis import episode_summary, summary_markdown
-from .config import Config, ConfigError, load_config, to_yaml
+from .config import Config, to_yaml
 from .engine.pair import ClassifierPair, FeatureSettings
 from .engine.preemption import EXIT_PREEMPTED, StopFlag
 from .engine.search_state import SearchState, agree_on_resume, strategy_checksum
 from .io.metrics import MetricsLog, git_commit, read_stages, search_layout
 from .io.policy_file import save_policy
-from .io.rundir import RunDirError, new_run_dir, prepare_run_dir
+from .launch import EXIT_BAD_INPUT, load_config_or_report, run_job
 from .law.ddpg import DDPG, ExplorationNoise, ReplayBuffer
 from .law.policy import StrategyModel
 from .law.reward import StageSchedule, stage_reward
 from .seeding import derive_seed
-
-EXIT_BAD_INPUT = 2
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -254,48 +252,10 @@ class Search:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config or default_config_path(), args.set)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    cfg = load_config_or_report(args)
+    if cfg is None:
         return EXIT_BAD_INPUT
-    dist = distributed.init(cfg.threads_per_rank)
-    search = None
-    try:
-        try:
-            run_dir = Path(args.run_dir) if args.run_dir else None
-            if run_dir is None:  # rank 0 names a new run directory; every rank uses it
-                run_dir = dist.allgather_object(str(new_run_dir()) if dist.is_root else None)[0]
-                run_dir = Path(run_dir)
-            error, resumed = None, False
-            if dist.is_root:
-                try:
-                    resumed = prepare_run_dir(run_dir, to_yaml(cfg), dist.size, args.force)
-                except (RunDirError, OSError) as err:
-                    error = str(err)
-            error, resumed = dist.allgather_object((error, resumed))[0]
-            if error:
-                raise RunDirError(error)
-            search = Search(cfg, dist, run_dir, resumed)
-        except (RunDirError, ConfigError, FileNotFoundError, ValueError) as err:
-            failed = True
-            message = str(err)
-        else:
-            failed, message = False, ""
-        if dist.any_flag(failed):  # every rank stops before training when any rank's setup failed
-            print(f"error: {message or 'setup failed on another rank'}", file=sys.stderr, flush=True)
-            return EXIT_BAD_INPUT
-        return search.run()
-    finally:
-        if search is not None:
-            search.close()
-        dist.shutdown()
-
-
-def default_config_path() -> Path | None:
-    """configs/fmnist_noisy.yaml of the repository; without it, the built-in defaults (the same search)."""
-    path = Path(__file__).resolve().parent.parent / "configs" / "fmnist_noisy.yaml"
-    return path if path.is_file() else None
+    return run_job(args, cfg, "search", lambda dist, run_dir, resumed: Search(cfg, dist, run_dir, resumed))
 
 
 if __name__ == "__main__":

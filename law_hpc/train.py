@@ -20,16 +20,15 @@ import numpy as np
 import torch
 
 from . import dist as distributed
-from .config import Config, ConfigError, load_config, to_yaml
+from .config import Config, to_yaml
 from .engine.law_method import LawPolicyMethod, UniformMethod
 from .engine.preemption import EXIT_PREEMPTED, StopFlag
 from .io.checkpoint import checkpoint_dir, checkpoint_path, complete_positions, read_checkpoint, save_checkpoint
 from .io.metrics import MetricsLog, git_commit
-from .io.rundir import RunDirError, new_run_dir, prepare_run_dir
+from .launch import EXIT_BAD_INPUT, load_config_or_report, run_job
 from .law.reward import StageSchedule
 from .seeding import derive_seed
 
-EXIT_BAD_INPUT = 2
 EPOCH_COLUMNS = {"epoch": np.int64, "lr": np.float64, "train_loss": np.float64, "test_acc": np.float64,
                  "val_acc": np.float64, "weight_mean": np.float64, "weight_std": np.float64,
                  "seconds": np.float64, "samples_per_second": np.float64}
@@ -181,41 +180,13 @@ class Training:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from .search import default_config_path
-    try:
-        cfg = load_config(args.config or default_config_path(), args.set)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    cfg = load_config_or_report(args)
+    if cfg is None:
         return EXIT_BAD_INPUT
     method_name = args.method or cfg.train.method
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method="law" if args.policy else method_name))
-    dist = distributed.init(cfg.threads_per_rank)
-    training = None
-    try:
-        message = ""
-        try:
-            run_dir = Path(args.run_dir) if args.run_dir else Path(
-                dist.allgather_object(str(new_run_dir(tag="train")) if dist.is_root else None)[0])
-            error, resumed = None, False
-            if dist.is_root:
-                try:
-                    resumed = prepare_run_dir(run_dir, to_yaml(cfg), dist.size, args.force)
-                except (RunDirError, OSError) as err:
-                    error = str(err)
-            error, resumed = dist.allgather_object((error, resumed))[0]
-            if error:
-                raise RunDirError(error)
-            training = Training(cfg, dist, run_dir, method_name, args.policy, resumed)
-        except (RunDirError, ConfigError, FileNotFoundError, ValueError, ImportError) as err:
-            message = str(err)
-        if dist.any_flag(bool(message)):
-            print(f"error: {message or 'setup failed on another rank'}", file=sys.stderr, flush=True)
-            return EXIT_BAD_INPUT
-        return training.run()
-    finally:
-        if training is not None:
-            training.close()
-        dist.shutdown()
+    return run_job(args, cfg, "train",
+                   lambda dist, run_dir, resumed: Training(cfg, dist, run_dir, method_name, args.policy, resumed))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from law_hpc.config import load_config
 from law_hpc.data import build_data
 from law_hpc.engine.pair import ClassifierPair, FeatureSettings
 from law_hpc.io.checkpoint import checkpoint_dir, list_checkpoints, read_checkpoint
-from law_hpc.io.metrics import STAGE_COLUMNS, read_stages
+from law_hpc.io.metrics import read_stages
 from law_hpc.models import create_model
 from search_helpers import SMOKE, assert_same_results, interrupt_after_rows, run_search
 

@@ -1,6 +1,5 @@
 """The user's stack works here: Horovod over Gloo and MPI, mpi4py inside MPI jobs, h5py, DALI on CPU."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

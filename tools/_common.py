@@ -40,3 +40,12 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_figure(fig, args, default_png: str) -> int:
+    """Write the figure where --out says (default beside metrics.h5), print its path; exit code 0."""
+    out = output_path(args, default_png)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(out)
+    return 0

@@ -43,8 +43,8 @@ def main() -> int:
     args = parser.parse_args()
     cfg = load_config(args.config)
     data = build_data(cfg.data, purpose="search", seed=0, rank=0, world_size=1, device=torch.device("cpu"))
-    print(f"| torch threads | sequential samples/s | threads samples/s | threads / sequential |")
-    print(f"| ---: | ---: | ---: | ---: |")
+    print("| torch threads | sequential samples/s | threads samples/s | threads / sequential |")
+    print("| ---: | ---: | ---: | ---: |")
     for threads in args.threads:
         torch.set_num_threads(threads)
         results = {"sequential": [], "threads": []}

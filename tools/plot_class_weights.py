@@ -4,7 +4,7 @@
     python tools/plot_class_weights.py runs/<run>/metrics.h5 [--episode N] [--out class_weights.png]
 """
 import numpy as np
-from _common import load_or_exit, metrics_argument_parser, output_path, pyplot
+from _common import load_or_exit, metrics_argument_parser, pyplot, save_figure
 
 
 def main(argv=None) -> int:
@@ -27,11 +27,7 @@ def main(argv=None) -> int:
     ax.set_ylabel("mean weight K")
     ax.set_title(f"Per-class mean weight, episode {episode + 1} (paper Fig. 4)")
     ax.legend(fontsize="x-small", ncol=2)
-    out = output_path(args, "class_weights.png")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    print(out)
-    return 0
+    return save_figure(fig, args, "class_weights.png")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     python tools/plot_loss_gap.py runs/<run>/metrics.h5 [--out loss_gap.png]
 """
 import numpy as np
-from _common import load_or_exit, metrics_argument_parser, output_path, pyplot
+from _common import load_or_exit, metrics_argument_parser, pyplot, save_figure
 
 
 def main(argv=None) -> int:
@@ -23,11 +23,7 @@ def main(argv=None) -> int:
     ax.set_ylabel("loss gap (target - reference)")
     ax.set_title("Training-loss gap per stage (paper Fig. 3), mean over searchers")
     ax.legend(fontsize="small", ncol=2)
-    out = output_path(args, "loss_gap.png")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    print(out)
-    return 0
+    return save_figure(fig, args, "loss_gap.png")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     python tools/plot_policy.py runs/<run>/metrics.h5 [--out policy.png]
 """
 import numpy as np
-from _common import load_or_exit, metrics_argument_parser, output_path, pyplot
+from _common import load_or_exit, metrics_argument_parser, pyplot, save_figure
 
 NAMES = ["theta loss", "theta entropy", "theta density", "theta label", "b"]
 
@@ -27,11 +27,7 @@ def main(argv=None) -> int:
         ax.set_xlabel("stage")
         ax.axhline(0, color="gray", lw=0.6)
     axes[0].legend(fontsize="x-small")
-    out = output_path(args, "policy.png")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    print(out)
-    return 0
+    return save_figure(fig, args, "policy.png")
 
 
 if __name__ == "__main__":

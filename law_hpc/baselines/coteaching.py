@@ -2,7 +2,6 @@
 Noisy Labels"): two networks, each trains on the small-loss samples its peer selects."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from ..engine.law_method import UniformMethod
