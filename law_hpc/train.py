@@ -110,8 +110,13 @@ class Training:
                 self.log = MetricsLog.reopen(path, LAYOUT, self.epoch)
 
     def _val_batches(self):
-        while True:  # clean validation batches for the meta-learning peers (L2RW, MW-Net)
-            yield from self.data.val.batches()
+        """Clean validation minibatches of the training batch size, for the meta-learning peers (L2RW,
+        MW-Net use a validation minibatch as large as the training one)."""
+        size = self.cfg.data.batch_size
+        while True:
+            for images, labels in self.data.val.batches():
+                for start in range(0, len(labels), size):
+                    yield images[start:start + size], labels[start:start + size]
 
     def _resume(self) -> None:
         directory = checkpoint_dir(self.run_dir, self.dist.rank)
