@@ -5,6 +5,7 @@ import pickle
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -243,3 +244,24 @@ def test_paper_configs_run_a_smoke_search_on_the_exports(exports, tmp_path, conf
     proc = run_search(tmp_path, config=REPO / "configs" / config, overrides=overrides)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "episode 1 done" in proc.stdout
+
+
+@pytest.mark.parametrize("dataset, backend, noise_mode, imbalance", [
+    ("fmnist", "dali", "flip", "none"), ("cifar10", "torch", "pair", "none"),
+    ("imagenet", "dali", "none", "discard"), ("cifar10", "dali", "none", "long_tail"),
+    ("imagenet", "torch", "uniform_mix", "none")])
+def test_every_corruption_protocol_runs_a_search_and_logs_its_report(exports, tmp_path, dataset, backend, noise_mode,
+                                                                     imbalance):
+    root = exports.get(dataset, FMNIST)
+    size = {"fmnist": [], "cifar10": ["data.search_train_size=150", "data.val_size=200"],
+            "imagenet": ["data.image_size=32", "data.val_size=100", "data.search_train_size=200"]}[dataset]
+    overrides = [f"data.dataset={dataset}", f"data.root={root}", f"data.backend={backend}", *size,
+                 f"data.noise_mode={noise_mode}", f"data.imbalance={imbalance}", "data.imbalance_factor=10",
+                 "search.episodes=1"]
+    proc = run_search(tmp_path, overrides=overrides)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with h5py.File(tmp_path / "metrics.h5", "r") as f:
+        report = {key: f["data_report"][key][()] for key in f["data_report"]}
+    assert (report["realised_noise_rate"] > 0.2) == (noise_mode != "none")
+    counts = report["true_class_counts"]
+    assert (counts.max() > 3 * counts.min()) == (imbalance != "none")
