@@ -15,5 +15,9 @@ search: setup
 test: setup
 	$(PY) -m pytest tests -q -ra
 
+# The test-phase benchmark of the README (search + every method, 3 seeds, 2 settings; about an hour here).
+bench: setup
+	$(PY) tools/run_benchmark.py --out runs/benchmark --episodes 4 --set data.augment=none
+
 clean-runs:
 	rm -rf runs

@@ -89,6 +89,7 @@ class Search:
         self.pair: ClassifierPair | None = None
         self.stop = StopFlag()
         self.metrics: MetricsLog | None = None
+        self.skips_reported: dict[int, int] = {}
         self._open_metrics_and_resume(resumed_dir)
         dist.broadcast_state(self.strategy)
 
@@ -200,8 +201,13 @@ class Search:
             checkpoint_seconds = self.state.save(self.run_dir, self.dist, self, row)
             row["checkpoint_seconds"] = checkpoint_seconds
         rows = self.dist.allgather_object(row)
+        skipped = self.dist.allgather_object(self.skipped_images())
         if self.dist.is_root:
             self.metrics.append(rows)
+            for rank, count in enumerate(skipped):  # unreadable images skipped (data.on_corrupt_image=skip)
+                if count > self.skips_reported.get(rank, 0):
+                    self.metrics.event(episode, stage, rank, f"skipped_images:{count}")
+                    self.skips_reported[rank] = count
             if diverged:
                 for bad in rows:
                     if not np.isfinite([bad["loss_target"], bad["loss_reference"], bad["reward"]]).all():
@@ -217,6 +223,11 @@ class Search:
         return "diverged" if diverged else "ok"
 
     # --- reporting (rank 0) --------------------------------------------------------------------------
+    def skipped_images(self) -> int:
+        """How many unreadable training images this rank's pipeline has skipped so far."""
+        corrupt = getattr(self.data.train, "corrupt", None)
+        return len(corrupt.skipped) if corrupt is not None else 0
+
     def report_progress(self, rows: list[dict]) -> None:
         mean = {key: float(np.mean([row[key] for row in rows])) for key in
                 ("reward", "acc_target", "acc_reference", "weight_mean", "weight_std", "samples_per_second",

@@ -176,12 +176,22 @@ def test_dali_and_torch_give_the_same_label_multiset_per_epoch_on_jpegs(exports)
 
 
 @pytest.mark.parametrize("backend", ["torch", "dali"])
-def test_search_runs_on_the_imagenet_export(exports, tmp_path, backend):
-    overrides = ["data.dataset=imagenet", f"data.root={exports['imagenet']}", f"data.backend={backend}",
-                 "data.image_size=32", "data.val_size=100", "data.per_class_images=20", "search.episodes=1"]
-    proc = run_search(tmp_path, overrides=overrides)
+def test_search_runs_on_the_imagenet_export_skipping_a_damaged_jpeg(exports, tmp_path, backend):
+    import shutil
+    root = tmp_path / "imagenet"
+    shutil.copytree(exports["imagenet"], root)
+    victims = sorted((root / "train").glob("*/*.JPEG"))[::50]  # one in a few classes: some land in training
+    for victim in victims:
+        victim.write_bytes(victim.read_bytes()[:200])  # truncated
+    overrides = ["data.dataset=imagenet", f"data.root={root}", f"data.backend={backend}", "data.image_size=32",
+                 "data.val_size=100", "data.search_train_size=200", "search.episodes=1",
+                 "data.on_corrupt_image=skip"]
+    proc = run_search(tmp_path / "run", overrides=overrides)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "episode 1 done" in proc.stdout
+    assert "episode 1 done" in proc.stdout and "skipped unreadable image" in proc.stderr
+    with h5py.File(tmp_path / "run" / "metrics.h5", "r") as f:
+        kinds = [kind.decode() for kind in f["events/kind"][()]]
+    assert any(kind.startswith("skipped_images:") for kind in kinds), kinds
 
 
 # --- bad input ------------------------------------------------------------------------------------------------------
