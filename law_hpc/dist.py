@@ -6,10 +6,13 @@ and never sees Horovod's API, so the method itself (`law_hpc/law`) stays testabl
 """
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 
 import torch
+
+_OPTIMIZER_IDS = itertools.count()
 
 
 def _launched_by_mpi() -> bool:
@@ -63,7 +66,10 @@ class Dist:
         """Data-parallel training: gradients averaged over ranks at each step (test phase only)."""
         if self.size == 1:
             return optimizer
-        wrapped = self._hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+        # a name prefix per optimizer keeps two networks' allreduces apart (Co-teaching)
+        prefix = f"opt{next(_OPTIMIZER_IDS)}."
+        wrapped = self._hvd.DistributedOptimizer(
+            optimizer, named_parameters=[(prefix + name, p) for name, p in model.named_parameters()])
         self._hvd.broadcast_optimizer_state(wrapped, root_rank=0)
         return wrapped
 

@@ -89,3 +89,9 @@ def test_data_parallel_two_ranks_resume_after_preemption_equals_uninterrupted(tm
     expected, got = epochs(full), epochs(stopped)
     for name in ("epoch", "lr", "train_loss", "test_acc", "val_acc", "weight_mean"):
         assert np.array_equal(expected[name], got[name]), name
+
+
+def test_two_network_method_data_parallel(tmp_path):
+    """Co-teaching's two DistributedOptimizers under horovodrun: distinct allreduce names, ranks agree."""
+    train(tmp_path, "--method", "coteaching", ranks=2, overrides=SMALL[:-2] + ["train.epochs=1", "threads_per_rank=1"])
+    assert len(epochs(tmp_path)["epoch"]) == 1

@@ -47,7 +47,7 @@ class MetaWeightNet(UniformMethod):
         # Eq. 7: Theta <- Theta - beta grad_Theta 1/m sum_j L_j^meta(theta_hat(Theta)) (Adam here)
         val_images, val_labels = val_batch_fn()
         meta_loss = F.cross_entropy(functional_call(self.model, (stepped, buffers), (val_images,)), val_labels)
-        self.meta_optimizer.zero_grad()  # Horovod's DistributedOptimizer takes no set_to_none
+        self.meta_optimizer.zero_grad()
         meta_loss.backward(inputs=list(self.meta_net.parameters()))
         self.meta_optimizer.step()
         # Eq. 8: theta <- theta - alpha 1/n sum_i V(L_i(theta); Theta_{t+1}) grad_theta L_i(theta)
