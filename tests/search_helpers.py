@@ -37,6 +37,14 @@ def run_search(run_dir, ranks: int = 1, config=SMOKE, overrides=(), extra=(), ti
                           text=True, timeout=timeout, cwd=cwd)
 
 
+def finished_smoke_search(tmp_path_factory, name: str) -> Path:
+    """Run directory of a completed one-rank smoke search (for module-scoped fixtures)."""
+    run_dir = tmp_path_factory.mktemp(name)
+    proc = run_search(run_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
 def metrics_rows(path) -> int:
     try:
         with h5py.File(path, "r", libver="latest", swmr=True) as f:

@@ -6,17 +6,14 @@ from pathlib import Path
 import h5py
 import pytest
 
-from search_helpers import run_search
+from search_helpers import finished_smoke_search
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
 
 @pytest.fixture(scope="module")
 def metrics(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("toolsrun")
-    proc = run_search(run_dir)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return run_dir / "metrics.h5"
+    return finished_smoke_search(tmp_path_factory, "toolsrun") / "metrics.h5"
 
 
 def tool(name, *args):

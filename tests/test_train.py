@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from search_helpers import HOROVODRUN, REPO, SMOKE, rank_pid, run_search
+from search_helpers import HOROVODRUN, REPO, SMOKE, finished_smoke_search, rank_pid
 
 SMALL = ["data.train_size=1024", "data.test_size=500", "train.epochs=3", "threads_per_rank=1"]
 
@@ -38,10 +38,7 @@ def epochs(run_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("search")
-    proc = run_search(run_dir)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return run_dir / "policy.h5"
+    return finished_smoke_search(tmp_path_factory, "search") / "policy.h5"
 
 
 def test_learned_policy_transfers_to_another_network(policy, tmp_path):
