@@ -194,14 +194,12 @@ class Search:
             "class_weight_mean": stats.class_weight_mean,
         }
         self.state.advance(stage, next_scalars, done or diverged)
-        checkpoint_seconds = 0.0
         row["stage_seconds"] = time.perf_counter() - started
         row["checkpoint_seconds"] = 0.0
         if cfg.checkpoint_every_stage:
-            checkpoint_seconds = self.state.save(self.run_dir, self.dist, self, row)
-            row["checkpoint_seconds"] = checkpoint_seconds
-        rows = self.dist.allgather_object(row)
-        skipped = self.dist.allgather_object(self.skipped_images())
+            row["checkpoint_seconds"] = self.state.save(self.run_dir, self.dist, self, row)
+        gathered = self.dist.allgather_object((row, self.skipped_images()))  # one collective per stage
+        rows, skipped = [r for r, _ in gathered], [count for _, count in gathered]
         if self.dist.is_root:
             self.metrics.append(rows)
             for rank, count in enumerate(skipped):  # unreadable images skipped (data.on_corrupt_image=skip)

@@ -2,6 +2,7 @@
 written by tools/export_dataset.py; corruption protocols; DALI and torch backends; bad input."""
 import importlib.util
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -177,7 +178,6 @@ def test_dali_and_torch_give_the_same_label_multiset_per_epoch_on_jpegs(exports)
 
 @pytest.mark.parametrize("backend", ["torch", "dali"])
 def test_search_runs_on_the_imagenet_export_skipping_a_damaged_jpeg(exports, tmp_path, backend):
-    import shutil
     root = tmp_path / "imagenet"
     shutil.copytree(exports["imagenet"], root)
     victims = sorted((root / "train").glob("*/*.JPEG"))[::50]  # one in a few classes: some land in training

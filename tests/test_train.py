@@ -53,7 +53,7 @@ def test_learned_policy_transfers_to_another_network(policy, tmp_path):
 
 @pytest.mark.parametrize("method", ["coteaching", "l2rw", "mwnet", "oracle"])
 def test_peer_methods_run_in_the_same_harness(method, tmp_path):
-    train(tmp_path, "--method", method, overrides=SMALL[:-2] + ["train.epochs=1", "threads_per_rank=1"])
+    train(tmp_path, "--method", method, overrides=[*SMALL, "train.epochs=1"])
     rows = epochs(tmp_path)
     assert len(rows["epoch"]) == 1 and np.isfinite(rows["train_loss"]).all()
 
@@ -90,5 +90,5 @@ def test_data_parallel_two_ranks_resume_after_preemption_equals_uninterrupted(tm
 
 def test_two_network_method_data_parallel(tmp_path):
     """Co-teaching's two DistributedOptimizers under horovodrun: distinct allreduce names, ranks agree."""
-    train(tmp_path, "--method", "coteaching", ranks=2, overrides=SMALL[:-2] + ["train.epochs=1", "threads_per_rank=1"])
+    train(tmp_path, "--method", "coteaching", ranks=2, overrides=[*SMALL, "train.epochs=1"])
     assert len(epochs(tmp_path)["epoch"]) == 1
