@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .law.policy import ACTION_DIM
+
 
 def episode_summary(columns: dict[str, np.ndarray]) -> list[dict]:
     """Per episode, averaged over ranks: reward sum, final target/reference validation accuracy, final theta."""
@@ -15,7 +17,7 @@ def episode_summary(columns: dict[str, np.ndarray]) -> list[dict]:
         reward_sums = [columns["reward"][rows & (columns["rank"] == r)].sum() for r in ranks]
         weighted = rows & (columns["weighted"] == 1)
         last_action = (columns["action"][weighted & (columns["stage"] == columns["stage"][weighted].max())]
-                       .mean(axis=0) if weighted.any() else np.zeros(5))
+                       .mean(axis=0) if weighted.any() else np.zeros(ACTION_DIM))
         summary.append({
             "episode": int(episode),
             "stages": int(last_stage) + 1,

@@ -38,7 +38,8 @@ class DataConfig:
     test_size: int = 0
     """Test images to evaluate on in the test phase; 0 = the whole test set."""
     noise_mode: str = "uniform_mix"
-    """none | uniform_mix | flip | pair (see law_spec.md)."""
+    """none | uniform_mix | flip | pair: uniform_mix replaces a label by a uniform random class (the true one
+    included, as the paper and MW-Net), flip by another class (Co-teaching), pair by class (y + 1) mod C."""
     noise_rate: float = 0.4
     """Probability p that a training label is corrupted."""
     imbalance: str = "none"
@@ -155,7 +156,10 @@ class TrainConfig:
     epochs: int = 20
     """Training epochs; the lr follows optim.lr_decay_stages over search.stages stages of these epochs."""
     method: str = "uniform"
-    """Weighting when no --policy is given: uniform, or a method of law_hpc.baselines."""
+    """The weighting method (law_hpc.methods): uniform, law, focal, class_balanced, self_paced, coteaching,
+    l2rw, mwnet, oracle. `--policy FILE` sets law."""
+    policy: str = ""
+    """law: the searched policy.h5 (set by --policy)."""
     scale_lr: bool = True
     """Data-parallel: multiply optim.lr by the number of ranks (with optim.warmup_epochs of warm-up)."""
     focal_gamma: float = 2.0
@@ -344,9 +348,3 @@ def to_yaml(cfg: Config) -> str:
     """The resolved config as YAML (stored in metrics.h5 and compared on resume)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
-
-def from_yaml(text: str) -> Config:
-    cfg = Config()
-    _apply(cfg, yaml.safe_load(text) or {})
-    validate(cfg)
-    return cfg

@@ -88,10 +88,6 @@ class Dist:
         value = torch.tensor([1.0 if flag else 0.0])
         return bool(self._hvd.allreduce(value, op=self._hvd.Max).item() > 0)
 
-    def barrier(self) -> None:
-        if self.size > 1:
-            self._hvd.allreduce(torch.zeros(1), op=self._hvd.Sum)
-
     def shutdown(self) -> None:
         if self._hvd is not None:
             self._hvd.shutdown()
@@ -126,14 +122,3 @@ def init(threads_per_rank: int = 0) -> Dist:
     torch.set_num_threads(threads)
     return Dist(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), device, controller, hvd)
 
-
-def package_versions() -> dict:
-    """Versions of the stack, for metrics.h5 attributes."""
-    versions = {"torch": torch.__version__}
-    for name in ("horovod", "h5py", "numpy", "mpi4py", "torchvision", "nvidia.dali"):
-        try:
-            module = __import__(name, fromlist=["__version__"])
-            versions[name] = str(getattr(module, "__version__", "?"))
-        except ImportError:
-            versions[name] = "missing"
-    return versions

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import dist as distributed
 from .config import ConfigError, load_config, to_yaml
+from .io.metrics import git_commit, package_versions
 from .io.rundir import RunDirError, new_run_dir, prepare_run_dir
 
 EXIT_BAD_INPUT = 2
@@ -22,6 +23,16 @@ def default_config_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def run_entry_point(args, tag: str, build, adjust=lambda cfg: cfg) -> int:
+    """What `main` of an entry point does: the config of --config/--set (exit 2 on a bad one), adjusted by
+    the entry point's own options, then `run_job` with `build(cfg, dist, run_dir, resumed)`."""
+    cfg = load_config_or_report(args)
+    if cfg is None:
+        return EXIT_BAD_INPUT
+    cfg = adjust(cfg)
+    return run_job(args, cfg, tag, lambda dist, run_dir, resumed: build(cfg, dist, run_dir, resumed))
+
+
 def load_config_or_report(args):
     """The config of `--config`/`--set`, or None after printing the one-line error."""
     try:
@@ -29,6 +40,12 @@ def load_config_or_report(args):
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return None
+
+
+def run_attributes(cfg, dist, **extra) -> dict:
+    """The attributes every log file (metrics.h5, train.h5) carries: config, world, versions, commit."""
+    return {"config_yaml": to_yaml(cfg), "world_size": dist.size, "controller": dist.controller,
+            "device": str(dist.device), "versions": package_versions(), "git_commit": git_commit(), **extra}
 
 
 def run_job(args, cfg, tag: str, build) -> int:

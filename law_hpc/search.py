@@ -14,6 +14,8 @@ Re-running the same command with the same --run-dir resumes from the last comple
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import enum
 import sys
 import time
 from pathlib import Path
@@ -23,16 +25,20 @@ import torch
 
 from . import dist as distributed
 from .analysis import episode_summary, summary_markdown
-from .config import Config, to_yaml
-from .engine.pair import ClassifierPair, FeatureSettings
+from .config import Config
+from .engine.pair import ClassifierPair, FeatureSettings, StageStats
 from .engine.preemption import EXIT_PREEMPTED, StopFlag
-from .engine.search_state import SearchState, agree_on_resume, strategy_checksum
-from .io.metrics import MetricsLog, git_commit, read_stages, search_layout
+from .engine.resume import agree_on_resume
+from .engine.schedule import StageSchedule
+from .engine.search_state import SearchState
+from .io.checkpoint import CheckpointStore
+from .io.metrics import MetricsLog, StageRow, read_stages, search_layout
 from .io.policy_file import save_policy
-from .launch import EXIT_BAD_INPUT, load_config_or_report, run_job
-from .law.ddpg import DDPG, ExplorationNoise, ReplayBuffer
-from .law.policy import StrategyModel
-from .law.reward import StageSchedule, stage_reward
+from .launch import run_attributes, run_entry_point
+from .law.ddpg import DDPG, ExplorationNoise, FduStats, ReplayBuffer
+from .law.features import log_class_frequencies
+from .law.policy import ACTION_DIM, StrategyModel
+from .law.reward import stage_reward
 from .seeding import derive_seed
 
 
@@ -46,10 +52,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def log_class_frequencies(counts: np.ndarray) -> np.ndarray:
-    """log of each observed label's training-set frequency: the default label feature."""
-    counts = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
-    return np.log(counts / counts.sum()).astype(np.float32)
+class StageOutcome(enum.Enum):
+    OK = "ok"
+    DIVERGED = "diverged"
+    """A non-finite loss on some rank: every rank ends the episode."""
+    PREEMPTED = "preempted"
+    """A stop was requested: the checkpoint is written, the job exits for requeue."""
 
 
 class Search:
@@ -70,9 +78,8 @@ class Search:
         iterations_per_epoch = self.data.train.batches_per_epoch
         if cfg.search.max_iters_per_epoch:
             iterations_per_epoch = min(iterations_per_epoch, cfg.search.max_iters_per_epoch)
-        s, o = cfg.search, cfg.optim
-        self.schedule = StageSchedule(s.stages, s.warmup_stages, iterations_per_epoch, s.epochs, o.lr,
-                                      tuple(o.lr_decay_stages), o.lr_decay, o.warmup_epochs)
+        self.schedule = StageSchedule.from_config(cfg, iterations_per_epoch=iterations_per_epoch,
+                                                  epochs=cfg.search.epochs)
         self.log_class_freq = log_class_frequencies(self.data.train_label_counts)
         st = cfg.strategy
         self.features = FeatureSettings(torch.from_numpy(self.log_class_freq).to(dist.device), st.density,
@@ -80,50 +87,74 @@ class Search:
         # The strategy model is shared: same seed everywhere, then rank 0's values broadcast.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.seed, "strategy"))
-            self.strategy = StrategyModel(s.stages, st.embed_dim, st.hidden, st.action_scale)
+            self.strategy = StrategyModel(cfg.search.stages, st.embed_dim, st.hidden, st.action_scale)
         self.ddpg = DDPG(self.strategy, st.actor_lr, st.critic_lr, st.gamma, st.tau, st.target_networks,
                          average_gradients=dist.average_gradients)
         self.buffer = ReplayBuffer(st.buffer_capacity)
         self.noise = ExplorationNoise(st.exploration, st.noise_sigma, st.noise_decay)
-        self.state = SearchState.fresh(self.num_classes)
+        self.state = SearchState()
+        self.state.start_episode(self.num_classes)
         self.pair: ClassifierPair | None = None
+        self.last_row: StageRow | None = None
         self.stop = StopFlag()
-        self.metrics: MetricsLog | None = None
         self.skips_reported: dict[int, int] = {}
-        self._open_metrics_and_resume(resumed_dir)
+        self.checkpoints = CheckpointStore(run_dir, dist.rank)
+        position = agree_on_resume(self.checkpoints, dist) if resumed_dir else None
+        if position is not None:
+            self.load_state_dict(self.checkpoints.load(position))
+        self.metrics = self._open_metrics(position)
         dist.broadcast_state(self.strategy)
 
-    # --- setup -----------------------------------------------------------------------------------
-    def _open_metrics_and_resume(self, resumed_dir: bool) -> None:
-        position = agree_on_resume(self.run_dir, self.dist) if resumed_dir else None
-        if position is not None:
-            self.pair = self.state.restore(self.run_dir, self.dist.rank, position, self)
-        metrics_path = self.run_dir / "metrics.h5"
-        if self.dist.is_root:
-            if position is None:
-                attrs = {"config_yaml": to_yaml(self.cfg), "world_size": self.dist.size,
-                         "controller": self.dist.controller, "versions": distributed.package_versions(),
-                         "git_commit": git_commit(), "num_classes": self.num_classes,
-                         "device": str(self.dist.device)}
-                self.metrics = MetricsLog.create(metrics_path, search_layout(self.num_classes), attrs,
-                                                 self.data.report)
-                self.data.save_split(self.run_dir / "split.h5") if hasattr(self.data, "save_split") else None
-            else:
-                self.metrics = MetricsLog.reopen(metrics_path, search_layout(self.num_classes),
-                                                 self.state.metrics_cursor - self.dist.size)
-        if position is not None:
-            # The resumed stage's rows live in the checkpoints too: re-append them if the job died between
-            # its checkpoint and its metrics append (nothing lost, nothing duplicated).
-            rows = self.dist.allgather_object(self.state.last_row)
-            if self.dist.is_root:
-                self.metrics.append(rows)
-                self.metrics.event(position[0], position[1], 0, "resume")
-                print(f"[law] resumed {self.run_dir} after episode {position[0] + 1} stage {position[1] + 1}",
-                      flush=True)
+    def new_pair(self, episode: int) -> ClassifierPair:
+        """A freshly initialised target (seeded by seed, rank, episode), copied into the reference (DNR)."""
+        o = self.cfg.optim
+        return ClassifierPair.create(self.model_factory, derive_seed(self.cfg.seed, "init", self.dist.rank, episode),
+                                     self.dist.device, o.lr, o.momentum, o.weight_decay, self.cfg.search.pair_mode)
+
+    # --- checkpoint state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything this searcher needs to continue exactly after the stage just finished."""
+        state = {"search": self.state.state_dict(), "ddpg": self.ddpg.state_dict(), "buffer": self.buffer.state_dict(),
+                 "noise": self.noise.state_dict(), "rng": {"torch": torch.get_rng_state()},
+                 "row": {name: np.asarray(value) for name, value in dataclasses.asdict(self.last_row).items()}}
+        if not self.state.episode_over:
+            state["pair"] = self.pair.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state.load_state_dict(state["search"])
+        self.ddpg.load_state_dict(state["ddpg"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.noise.load_state_dict(state["noise"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.last_row = StageRow(**{name: value.item() if value.ndim == 0 else value
+                                    for name, value in state["row"].items()})
+        if self.state.episode_over:
+            self.state.next_episode()
+        else:
+            self.pair = self.new_pair(self.state.episode)
+            self.pair.load_state_dict(state["pair"])
+
+    def _open_metrics(self, position: tuple[int, int] | None) -> MetricsLog | None:
+        """Rank 0's metrics.h5: new, or reopened at the checkpoint's row count. The resumed stage's rows are
+        re-appended from the checkpoints, in case the job died between its checkpoint and its append."""
+        rows = self.dist.allgather_object(self.last_row) if position is not None else []
+        if not self.dist.is_root:
+            return None
+        path, layout = self.run_dir / "metrics.h5", search_layout(self.num_classes)
+        if position is None:
+            attributes = run_attributes(self.cfg, self.dist, num_classes=self.num_classes)
+            self.data.save_split(self.run_dir / "split.h5")
+            return MetricsLog.create(path, layout, attributes, self.data.report)
+        metrics = MetricsLog.reopen(path, layout, self.state.metrics_rows - self.dist.size)
+        metrics.append(rows)
+        metrics.event(position[0], position[1], 0, "resume")
+        print(f"[law] resumed {self.run_dir} after episode {position[0] + 1} stage {position[1] + 1}", flush=True)
+        return metrics
 
     # --- Algorithm 2 -------------------------------------------------------------------------------
     def run(self) -> int:
-        cfg, s = self.cfg, self.cfg.search
+        s = self.cfg.search
         if self.dist.is_root:
             print(f"[law] {self.dist.size} searcher(s) on {self.dist.device} ({self.dist.controller}); "
                   f"{s.episodes} episodes x {s.stages} stages x {self.schedule.iterations_per_stage} iterations; "
@@ -131,18 +162,16 @@ class Search:
         while self.state.episode < s.episodes:
             episode = self.state.episode
             if self.pair is None:  # a new episode: fresh target, copied into the reference (DNR)
-                self.pair = ClassifierPair.create(
-                    self.model_factory, derive_seed(cfg.seed, "init", self.dist.rank, episode), self.dist.device,
-                    cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, s.pair_mode)
+                self.pair = self.new_pair(episode)
                 self.state.start_episode(self.num_classes)
                 self.noise.reset()
-            batches = self.data.train.iterate(derive_seed(cfg.seed, "data", self.dist.rank, episode),
+            batches = self.data.train.iterate(derive_seed(self.cfg.seed, "data", self.dist.rank, episode),
                                               start_step=self.schedule.first_step(self.state.stage))
             while self.state.stage < s.stages:
                 outcome = self.run_stage(episode, self.state.stage, batches)
-                if outcome == "preempted":
+                if outcome is StageOutcome.PREEMPTED:
                     return EXIT_PREEMPTED
-                if outcome == "diverged":
+                if outcome is StageOutcome.DIVERGED:
                     break
             self.pair.close()
             self.pair = None
@@ -151,89 +180,112 @@ class Search:
                 self.finish_episode(episode)
         return 0
 
-    def run_stage(self, episode: int, stage: int, batches) -> str:
-        cfg, st, schedule = self.cfg, self.cfg.strategy, self.schedule
+    def run_stage(self, episode: int, stage: int, batches) -> StageOutcome:
+        """One stage: act, train the pair, reward, learn, record, checkpoint, publish, check for a stop."""
         started = time.perf_counter()
-        weighted = schedule.is_weighted(stage)
-        scalars = (self.state.l_smooth, self.state.acc_smooth)  # s_T = [e_T, l_smooth, acc_smooth] (Eq. 5)
-        if weighted:  # a_T = mu(s_T) + exploration noise (Eq. 4)
-            noise_rng = np.random.default_rng(derive_seed(cfg.seed, "noise", self.dist.rank, episode, stage))
-            action = self.strategy.act(stage, scalars).numpy() + self.noise.sample(episode, noise_rng)
-            action = np.clip(action, -st.action_scale, st.action_scale).astype(np.float32)
-        else:
-            action = None
-        lr = schedule.stage_lr(stage)
-        train_started = time.perf_counter()
-        stats = self.pair.train_stage(batches, schedule.iterations_per_stage, lambda step: schedule.lr_at(stage, step),
-                                      schedule.first_step(stage), action, self.features, self.num_classes)
-        train_seconds = time.perf_counter() - train_started
-        acc_target, acc_reference = self.pair.evaluate(self.data.val.batches())
-        # r_T = r_w (acc_target - acc_reference), r_w = s exp(k ce / ne) (Eq. 8-9)
-        reward = stage_reward(acc_target, acc_reference, schedule.epoch_at_end(stage), cfg.search.epochs,
-                              cfg.search.reward_scale, cfg.search.reward_k)
-        finite = stats.finite and np.isfinite(reward)
-        diverged = self.dist.any_flag(not finite)  # every rank ends the episode together: lock-step
-        next_scalars = self.state.smooth(stats.loss_target, acc_target, cfg.search.smoothing)
-        done = stage == cfg.search.stages - 1 or diverged
-        fdu = {"minibatches": 0, "critic_loss": float("nan"), "actor_loss": float("nan")}
-        if weighted and not diverged:
-            self.buffer.add(stage=stage, scalars=scalars, action=action, reward=reward,
-                            next_stage=min(stage + 1, cfg.search.stages - 1), next_scalars=next_scalars, done=float(done))
-            fdu_rng = np.random.default_rng(derive_seed(cfg.seed, "fdu", self.dist.rank, episode, stage))
-            fdu = self.ddpg.full_data_update(self.buffer, st.fdu_epochs, st.fdu_batch, fdu_rng)  # Algorithm 1
-        row = {
-            "episode": episode, "stage": stage, "rank": self.dist.rank, "lr": lr, "weighted": int(weighted),
-            "reward": reward, "acc_target": acc_target, "acc_reference": acc_reference,
-            "loss_target": stats.loss_target, "loss_reference": stats.loss_reference,
-            "weight_mean": stats.weight_mean, "weight_std": stats.weight_std,
-            "samples_per_second": stats.samples / max(train_seconds, 1e-9),
-            "strategy_checksum": strategy_checksum(self.strategy), "epoch": schedule.epoch_at_end(stage),
-            "l_smooth": next_scalars[0], "acc_smooth": next_scalars[1], "fdu_minibatches": fdu["minibatches"],
-            "critic_loss": fdu["critic_loss"], "actor_loss": fdu["actor_loss"],
-            "action": np.zeros(5) if action is None else action.astype(np.float64),
-            "class_weight_mean": stats.class_weight_mean,
-        }
-        self.state.advance(stage, next_scalars, done or diverged)
-        row["stage_seconds"] = time.perf_counter() - started
-        row["checkpoint_seconds"] = 0.0
-        if cfg.checkpoint_every_stage:
-            row["checkpoint_seconds"] = self.state.save(self.run_dir, self.dist, self, row)
-        gathered = self.dist.allgather_object((row, self.skipped_images()))  # one collective per stage
-        rows, skipped = [r for r, _ in gathered], [count for _, count in gathered]
+        scalars = self.state.scalars  # s_T = [e_T, l_smooth, acc_smooth] (Eq. 5)
+        action = self.act(episode, stage, scalars)  # a_T = mu(s_T) + noise (Eq. 4); None in warm-up
+        stats = self.pair.train_stage(batches, self.schedule.stage_steps(stage), self.schedule.lr_at, action,
+                                      self.features)
+        acc_target, acc_reference = self.pair.evaluate(self.data.val)
+        reward = stage_reward(acc_target, acc_reference, self.schedule.epoch_at_end(stage), self.cfg.search.epochs,
+                              self.cfg.search.reward_scale, self.cfg.search.reward_k)  # r_T (Eq. 8-9)
+        diverged = self.dist.any_flag(not (stats.finite and np.isfinite(reward)))  # all ranks end the episode
+        next_scalars = self.state.smoothed(stats.loss_target, acc_target, self.cfg.search.smoothing)
+        done = diverged or stage == self.cfg.search.stages - 1
+        fdu = FduStats()
+        if action is not None and not diverged:
+            fdu = self.learn(episode, stage, scalars, action, reward, next_scalars, done)
+        self.state.advance(stage, next_scalars, done)
+        row = self.record(episode, stage, action, stats, (acc_target, acc_reference), reward, fdu)
+        row.stage_seconds = time.perf_counter() - started
+        row.checkpoint_seconds = self.checkpoint(row)
+        self.publish(row, diverged)
+        if self.stop_agreed():
+            return StageOutcome.PREEMPTED
+        return StageOutcome.DIVERGED if diverged else StageOutcome.OK
+
+    # --- the steps of a stage ------------------------------------------------------------------------
+    def act(self, episode: int, stage: int, scalars) -> np.ndarray | None:
+        """a_T = mu(s_T) + exploration noise, clipped to the action bounds (Eq. 4); None in warm-up stages."""
+        if not self.schedule.is_weighted(stage):
+            return None
+        scale = self.cfg.strategy.action_scale
+        noise_rng = np.random.default_rng(derive_seed(self.cfg.seed, "noise", self.dist.rank, episode, stage))
+        action = self.strategy.act(stage, scalars).numpy() + self.noise.sample(episode, noise_rng)
+        return np.clip(action, -scale, scale).astype(np.float32)
+
+    def learn(self, episode, stage, scalars, action, reward, next_scalars, done) -> FduStats:
+        """Store (s_T, a_T, r_T, s_{T+1}, done), then the Full Data Update over the whole buffer (Algorithm 1)."""
+        last = self.cfg.search.stages - 1
+        self.buffer.add(stage=stage, scalars=scalars, action=action, reward=reward, next_stage=min(stage + 1, last),
+                        next_scalars=next_scalars, done=float(done))
+        fdu_rng = np.random.default_rng(derive_seed(self.cfg.seed, "fdu", self.dist.rank, episode, stage))
+        st = self.cfg.strategy
+        return self.ddpg.full_data_update(self.buffer, st.fdu_epochs, st.fdu_batch, fdu_rng)
+
+    def record(self, episode: int, stage: int, action, stats: StageStats, accuracies, reward: float,
+               fdu: FduStats) -> StageRow:
+        """This stage's metrics row (timings are filled in by the caller)."""
+        acc_target, acc_reference = accuracies
+        return StageRow(
+            episode=episode, stage=stage, rank=self.dist.rank, lr=self.schedule.stage_lr(stage),
+            weighted=int(action is not None), reward=reward, acc_target=acc_target, acc_reference=acc_reference,
+            loss_target=stats.loss_target, loss_reference=stats.loss_reference, weight_mean=stats.weight_mean,
+            weight_std=stats.weight_std, stage_seconds=0.0, samples_per_second=stats.samples_per_second,
+            strategy_checksum=self.strategy.checksum(), epoch=self.schedule.epoch_at_end(stage),
+            l_smooth=self.state.l_smooth, acc_smooth=self.state.acc_smooth, fdu_minibatches=fdu.minibatches,
+            critic_loss=fdu.critic_loss, actor_loss=fdu.actor_loss, checkpoint_seconds=0.0,
+            action=np.zeros(ACTION_DIM) if action is None else action.astype(np.float64),
+            class_weight_mean=stats.class_weight_mean)
+
+    def checkpoint(self, row: StageRow) -> float:
+        """This rank's checkpoint of the stage just finished; returns the seconds it took."""
+        started = time.perf_counter()
+        self.state.metrics_rows += self.dist.size
+        self.last_row = row
+        if self.cfg.checkpoint_every_stage:
+            self.checkpoints.save((self.state.episode, self.state.stage - 1), self.state_dict(),
+                                  {"rank": self.dist.rank, "world_size": self.dist.size})
+        return time.perf_counter() - started
+
+    def publish(self, row: StageRow, diverged: bool) -> None:
+        """Gather every searcher's row (one collective per stage); rank 0 logs and prints them."""
+        gathered = self.dist.allgather_object((row, self.data.train.skipped_images))
+        if not self.dist.is_root:
+            return
+        rows = [gathered_row for gathered_row, _ in gathered]
+        self.metrics.append(rows)
+        for rank, (_, count) in enumerate(gathered):  # unreadable images skipped (data.on_corrupt_image=skip)
+            if count > self.skips_reported.get(rank, 0):
+                self.metrics.event(row.episode, row.stage, rank, f"skipped_images:{count}")
+                self.skips_reported[rank] = count
+        if diverged:
+            for bad in rows:
+                if not np.isfinite([bad.loss_target, bad.loss_reference, bad.reward]).all():
+                    self.metrics.event(bad.episode, bad.stage, bad.rank, "non_finite_loss")
+            print(f"[law] episode {row.episode + 1}: a non-finite loss at stage {row.stage + 1}; the episode stops "
+                  "(recorded in metrics.h5 /events)", flush=True)
+        self.report_progress(rows)
+
+    def stop_agreed(self) -> bool:
+        """True on every rank when a stop was requested on any rank (SIGUSR1/SIGTERM)."""
+        if not self.dist.any_flag(self.stop.requested):
+            return False
         if self.dist.is_root:
-            self.metrics.append(rows)
-            for rank, count in enumerate(skipped):  # unreadable images skipped (data.on_corrupt_image=skip)
-                if count > self.skips_reported.get(rank, 0):
-                    self.metrics.event(episode, stage, rank, f"skipped_images:{count}")
-                    self.skips_reported[rank] = count
-            if diverged:
-                for bad in rows:
-                    if not np.isfinite([bad["loss_target"], bad["loss_reference"], bad["reward"]]).all():
-                        self.metrics.event(episode, stage, bad["rank"], "non_finite_loss")
-                print(f"[law] episode {episode + 1}: a non-finite loss at stage {stage + 1}; the episode stops "
-                      "(recorded in metrics.h5 /events)", flush=True)
-            self.report_progress(rows)
-        if self.dist.any_flag(self.stop.requested):
-            if self.dist.is_root:
-                print(f"[law] stop requested ({self.stop.signal_name or 'another rank'}): checkpoint written, "
-                      f"exiting with {EXIT_PREEMPTED} for requeue", flush=True)
-            return "preempted"
-        return "diverged" if diverged else "ok"
+            print(f"[law] stop requested ({self.stop.signal_name or 'another rank'}): checkpoint written, "
+                  f"exiting with {EXIT_PREEMPTED} for requeue", flush=True)
+        return True
 
     # --- reporting (rank 0) --------------------------------------------------------------------------
-    def skipped_images(self) -> int:
-        """How many unreadable training images this rank's pipeline has skipped so far."""
-        corrupt = getattr(self.data.train, "corrupt", None)
-        return len(corrupt.skipped) if corrupt is not None else 0
-
-    def report_progress(self, rows: list[dict]) -> None:
-        mean = {key: float(np.mean([row[key] for row in rows])) for key in
+    def report_progress(self, rows: list[StageRow]) -> None:
+        mean = {key: float(np.mean([getattr(row, key) for row in rows])) for key in
                 ("reward", "acc_target", "acc_reference", "weight_mean", "weight_std", "samples_per_second",
                  "stage_seconds", "checkpoint_seconds")}
         first = rows[0]
-        mode = "weighted" if first["weighted"] else "warm-up "
-        print(f"[law] ep {first['episode'] + 1}/{self.cfg.search.episodes} stage {first['stage'] + 1:>2}/"
-              f"{self.cfg.search.stages} {mode} lr {first['lr']:.4g} reward {mean['reward']:+.4f} "
+        mode = "weighted" if first.weighted else "warm-up "
+        print(f"[law] ep {first.episode + 1}/{self.cfg.search.episodes} stage {first.stage + 1:>2}/"
+              f"{self.cfg.search.stages} {mode} lr {first.lr:.4g} reward {mean['reward']:+.4f} "
               f"acc T {mean['acc_target']:.4f} R {mean['acc_reference']:.4f} "
               f"gap {mean['acc_target'] - mean['acc_reference']:+.4f} "
               f"w {mean['weight_mean']:.3f}±{mean['weight_std']:.3f} "
@@ -260,11 +312,7 @@ class Search:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    cfg = load_config_or_report(args)
-    if cfg is None:
-        return EXIT_BAD_INPUT
-    return run_job(args, cfg, "search", lambda dist, run_dir, resumed: Search(cfg, dist, run_dir, resumed))
+    return run_entry_point(parse_args(argv), "search", Search)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .io.policy_file import load_policy
-from .law.features import item_features
+from .law.features import item_features, log_class_frequencies
 from .law.policy import sample_weights
 
 
@@ -37,8 +37,7 @@ class PolicyWeighter:
         """Load policy.h5; `class_counts` (observed labels of YOUR training set) sets the label feature."""
         model, settings, log_class_freq = load_policy(path)
         if class_counts is not None:
-            counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
-            log_class_freq = np.log(counts / counts.sum())
+            log_class_freq = log_class_frequencies(class_counts)
         return cls(model, settings, log_class_freq, smoothing)
 
     def stage_of(self, epoch: float, total_epochs: float) -> int:
@@ -58,6 +57,16 @@ class PolicyWeighter:
             self._stage, self._loss_sum, self._loss_count = stage, 0.0, 0
             self._action = self.model.act(stage, (self.l_smooth, self.acc_smooth))
         return self._action
+
+    def state_dict(self) -> dict:
+        """The stage state a resumed training continues from (the actor itself comes from policy.h5)."""
+        return {"l_smooth": self.l_smooth, "acc_smooth": self.acc_smooth, "stage": self._stage,
+                "loss_sum": self._loss_sum, "loss_count": self._loss_count, "action": self._action}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.l_smooth, self.acc_smooth = state["l_smooth"], state["acc_smooth"]
+        self._stage, self._loss_sum, self._loss_count = state["stage"], state["loss_sum"], state["loss_count"]
+        self._action = state["action"]
 
     @torch.no_grad()
     def weights(self, logits: torch.Tensor, labels: torch.Tensor, stage: int) -> torch.Tensor:

@@ -119,7 +119,8 @@ def test_imbalance_protocols_class_counts(fmnist):
 @pytest.mark.parametrize("noise_mode, imbalance", [("uniform_mix", "none"), ("flip", "none"), ("pair", "none"),
                                                    ("none", "discard"), ("none", "long_tail")])
 def test_corruption_never_touches_validation_and_is_reported(fmnist, noise_mode, imbalance):
-    split = make_split(fmnist.labels, 10, 1000, 5000, noise_mode, 0.4, imbalance, np.random.default_rng(3))
+    split = make_split(fmnist.labels, 10, val_size=1000, train_size=5000, noise_mode=noise_mode, noise_rate=0.4,
+                       imbalance=imbalance, rng=np.random.default_rng(3))
     assert not set(split["val_index"]) & set(split["train_index"])
     assert np.array_equal(np.bincount(fmnist.labels[split["val_index"]]), [100] * 10)
     realised = np.mean(split["train_true"] != split["train_observed"])
@@ -129,7 +130,8 @@ def test_corruption_never_touches_validation_and_is_reported(fmnist, noise_mode,
 
 
 def test_split_is_deterministic_by_seed(fmnist):
-    a, b, c = (make_split(fmnist.labels, 10, 500, 2000, "uniform_mix", 0.4, "none", np.random.default_rng(s))
+    a, b, c = (make_split(fmnist.labels, 10, val_size=500, train_size=2000, noise_mode="uniform_mix",
+                             noise_rate=0.4, imbalance="none", rng=np.random.default_rng(s))
                for s in (7, 7, 8))
     assert np.array_equal(a["train_observed"], b["train_observed"]) and np.array_equal(a["train_index"], b["train_index"])
     assert not np.array_equal(a["train_index"], c["train_index"])

@@ -8,7 +8,8 @@ import torch
 from law_hpc.law.ddpg import DDPG, ExplorationNoise, ReplayBuffer, fdu_minibatch_count
 from law_hpc.law.features import batch_density, item_features, zscore
 from law_hpc.law.policy import ACTION_DIM, StrategyModel, sample_weights, weighted_mean_loss
-from law_hpc.law.reward import StageSchedule, reward_weight, stage_reward
+from law_hpc.engine.schedule import StageSchedule
+from law_hpc.law.reward import reward_weight, stage_reward
 
 
 def test_features_match_hand_computed_values():
@@ -86,8 +87,10 @@ def test_stage_schedule_lr_and_warmup():
     assert schedule.stage_lr(15) == pytest.approx(1e-4)  # stage 16
     assert schedule.epoch_at_end(19) == pytest.approx(200)
     warm = StageSchedule(4, 1, 10, 4, 0.4, warmup_epochs=2)
-    assert warm.lr_at(0, 0) == pytest.approx(0.4 / 20)
-    assert warm.lr_at(2, 25) == pytest.approx(0.4)
+    assert warm.lr_at(0) == pytest.approx(0.4 / 20)
+    assert warm.lr_at(25) == pytest.approx(0.4)
+    assert [warm.stage_of_step(s) for s in (0, 9, 10, 39, 45)] == [0, 0, 1, 3, 3]
+    assert list(warm.stage_steps(2)) == list(range(20, 30))
 
 
 def _model_and_ddpg(target_networks=True, gamma=0.9):
@@ -131,10 +134,10 @@ def test_fdu_runs_epochs_times_ceil_minibatches_and_averages_gradients():
     buffer = ReplayBuffer(capacity=100)
     _fill(buffer, 37, np.random.default_rng(0))
     stats = ddpg.full_data_update(buffer, fdu_epochs=3, fdu_batch=8, rng=np.random.default_rng(1))
-    assert stats["minibatches"] == 3 * math.ceil(37 / 8) == fdu_minibatch_count(37, 3, 8)
+    assert stats.minibatches == 3 * math.ceil(37 / 8) == fdu_minibatch_count(37, 3, 8)
     # ONE grouped averaging per minibatch, over critic + actor + embedding parameters
     n_params = len(list(model.critic.parameters())) + len(model.actor_parameters())
-    assert calls == [n_params] * stats["minibatches"]
+    assert calls == [n_params] * stats.minibatches
 
 
 def test_fdu_learns_a_reward_that_prefers_an_action():

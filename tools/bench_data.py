@@ -89,9 +89,10 @@ def main(argv=None) -> int:
         rows.append((f"JPEG folder, {args.image_size}px crop", jpeg[0], jpeg[1], None))
     rgb = to_rgb32(fmnist.images[:20000])
     labels = fmnist.labels[:20000]
-    dali = DaliArrayTrainStream(rgb, labels, args.batch_size, MEAN, STD, "crop_flip", CPU, num_threads=args.workers)
+    arrays_common = dict(batch_size=args.batch_size, mean=MEAN, std=STD, augment="crop_flip", device=CPU)
+    dali = DaliArrayTrainStream(rgb, labels, num_threads=args.workers, **arrays_common)
     classic = ClassicArrayLoader(rgb, labels, args.batch_size, args.workers)
-    batched = ArrayTrainStream(rgb, labels, args.batch_size, MEAN, STD, "crop_flip", CPU)
+    batched = ArrayTrainStream(rgb, labels, **arrays_common)
     arrays = [images_per_second(s, args.batches * 4, args.batch_size) for s in (dali, classic, batched)]
     rows.append(("32x32 arrays, pad-4 crop + flip", *arrays))
     print(f"images/s with {args.workers} workers, batch {args.batch_size}\n")

@@ -3,7 +3,7 @@
 #   bash tools/slurm_local.sh start [STATE_DIR]   # prints: export SLURM_CONF=STATE_DIR/slurm.conf
 #   bash tools/slurm_local.sh stop  [STATE_DIR]
 # Idempotent: `start` with the daemons up returns at once. STATE_DIR defaults to $LAW_SLURM_DIR or
-# /tmp/law_slurm. Facts behind the settings: shared/notes/environment.md (Slurm section).
+# /tmp/law_slurm.
 set -euo pipefail
 action="${1:-start}"
 state="${2:-${LAW_SLURM_DIR:-/tmp/law_slurm}}"

@@ -2,7 +2,7 @@
 
 `build_data(cfg.data, purpose=..., seed=..., rank=..., world_size=..., device=...)` -> DataBundle.
 Backends as in NVIDIA's DeepLearningExamples: `dali` (GPU when CUDA is present, else CPU) or `torch`.
-See docs/interfaces.md for the contract (TrainStream.iterate, EvalSet.batches, Batch).
+The engine sees only the protocols of data/types.py (TrainStream, EvalSet, Batch); docs/interfaces.md.
 """
 from __future__ import annotations
 
@@ -15,23 +15,31 @@ from ..seeding import derive_seed
 from .arrays import ArrayDataset, load_cifar, load_fmnist
 from .folders import scan_image_folder
 from .splits import make_split
-from .torch_backend import ArrayEvalSet, ArrayTrainStream, Batch
+from .torch_backend import ArrayEvalSet, ArrayTrainStream
+from .types import Batch, EvalSet, TrainStream
 
-__all__ = ["build_data", "load_datasets", "DataBundle", "Batch"]
+__all__ = ["build_data", "load_datasets", "DataBundle", "Batch", "EvalSet", "TrainStream"]
 
 
 @dataclass
 class DataBundle:
-    train: object
-    val: object
-    test: object | None
+    train: TrainStream
+    """Corrupted training batches (the search subset, or the test phase's shard)."""
+    val: EvalSet
+    """The clean, class-balanced validation split (rewards, model selection)."""
+    test: EvalSet | None
+    """The test set (test phase only)."""
     num_classes: int
     in_channels: int
     image_size: int
     train_label_counts: np.ndarray
+    """int64 [C]: counts of the observed (possibly noisy) training labels."""
     train_clean_mask: np.ndarray
+    """bool [N_train]: observed label == true label."""
     report: dict
+    """Realised noise rate and per-class counts before/after corruption."""
     split: dict = field(default_factory=dict)
+    """Index arrays of the split (saved in the run directory)."""
 
     def save_split(self, path) -> None:
         """Record the split (indices, true and observed labels) so a run is reproducible and auditable."""
@@ -63,27 +71,31 @@ def _pipelines(cfg, source, test_source, split, shard, device, dali_device):
         images, mean, std = source.images, source.mean, source.std
         if dali_device:
             from .dali import DaliArrayTrainStream
-            train = DaliArrayTrainStream(images[train_index], observed, cfg.batch_size, mean, std, cfg.augment, device,
-                                         shard, dali_device, cfg.num_workers)
+            train = DaliArrayTrainStream(images[train_index], observed, batch_size=cfg.batch_size, mean=mean, std=std,
+                                         augment=cfg.augment, device=device, shard=shard, dali_device=dali_device,
+                                         num_threads=cfg.num_workers)
         else:
-            train = ArrayTrainStream(images[train_index], observed, cfg.batch_size, mean, std, cfg.augment, device, shard)
-        evaluation = lambda data, index: ArrayEvalSet(data.images[index], data.labels[index], cfg.eval_batch_size,
-                                                      mean, std, device)
+            train = ArrayTrainStream(images[train_index], observed, batch_size=cfg.batch_size, mean=mean, std=std,
+                                     augment=cfg.augment, device=device, shard=shard)
+        evaluation = lambda data, index: ArrayEvalSet(data.images[index], data.labels[index],
+                                                      batch_size=cfg.eval_batch_size, mean=mean, std=std, device=device)
     else:
         common = dict(mean=source.mean, std=source.std, image_size=cfg.image_size, device=device)
         if dali_device:
             from .dali import DaliFileEvalSet, DaliFileTrainStream
-            train = DaliFileTrainStream(source.paths[train_index], observed, cfg.batch_size, shard=shard,
+            train = DaliFileTrainStream(source.paths[train_index], observed, batch_size=cfg.batch_size, shard=shard,
                                         dali_device=dali_device, num_threads=cfg.num_workers,
                                         on_corrupt=cfg.on_corrupt_image, **common)
-            evaluation = lambda data, index: DaliFileEvalSet(data.paths[index], data.labels[index], cfg.eval_batch_size,
+            evaluation = lambda data, index: DaliFileEvalSet(data.paths[index], data.labels[index],
+                                                             batch_size=cfg.eval_batch_size,
                                                              dali_device=dali_device, num_threads=cfg.num_workers,
                                                              on_corrupt=cfg.on_corrupt_image, **common)
         else:
             from .torch_files import FileEvalSet, FileTrainStream
-            train = FileTrainStream(source.paths[train_index], observed, cfg.batch_size, shard=shard,
+            train = FileTrainStream(source.paths[train_index], observed, batch_size=cfg.batch_size, shard=shard,
                                     num_workers=cfg.num_workers, on_corrupt=cfg.on_corrupt_image, **common)
-            evaluation = lambda data, index: FileEvalSet(data.paths[index], data.labels[index], cfg.eval_batch_size,
+            evaluation = lambda data, index: FileEvalSet(data.paths[index], data.labels[index],
+                                                         batch_size=cfg.eval_batch_size,
                                                          num_workers=cfg.num_workers, on_corrupt=cfg.on_corrupt_image,
                                                          **common)
     test = None if test_source is None else evaluation(test_source, test_index)
@@ -101,13 +113,14 @@ def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, devi
         dali_device = require_dali(cfg)
     source, test_source = load_datasets(cfg)
     rng = np.random.default_rng(derive_seed(seed, "split"))
-    split = make_split(source.labels, source.num_classes, cfg.val_size,
-                       cfg.search_train_size if purpose == "search" else cfg.train_size, cfg.noise_mode,
-                       cfg.noise_rate, cfg.imbalance, rng, cfg.imbalance_factor, tuple(cfg.discard_classes),
-                       cfg.discard_keep, cfg.per_class_images if purpose == "search" else 0)
-    shard = (0, 1) if purpose == "search" else (rank, world_size)
-    train, val, test = _pipelines(cfg, source, test_source if purpose == "train" else None, split, shard, device,
-                                  dali_device)
+    search = purpose == "search"
+    split = make_split(source.labels, source.num_classes, val_size=cfg.val_size,
+                       train_size=cfg.search_train_size if search else cfg.train_size, noise_mode=cfg.noise_mode,
+                       noise_rate=cfg.noise_rate, imbalance=cfg.imbalance, rng=rng,
+                       imbalance_factor=cfg.imbalance_factor, discard_classes=tuple(cfg.discard_classes),
+                       discard_keep=cfg.discard_keep, per_class=cfg.per_class_images if search else 0)
+    shard = (0, 1) if search else (rank, world_size)
+    train, val, test = _pipelines(cfg, source, None if search else test_source, split, shard, device, dali_device)
     in_memory = isinstance(source, ArrayDataset)
     num_classes = source.num_classes
     report = split.pop("report")

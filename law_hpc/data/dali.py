@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from ..seeding import derive_seed
-from .folders import damaged_files, decode_rgb
+from .folders import CorruptImageLog, damaged_files, decode_rgb
 from .order import EpochOrder
-from .torch_backend import Batch, crop_flip_params
-from .torch_files import CorruptImageLog
+from .torch_backend import crop_flip_params
+from .types import Batch
 
 
 def require_dali(cfg) -> str:
@@ -69,7 +69,7 @@ def _normalise_op(images, mean, std, mirror=None, crop=None):
 class DaliArrayTrainStream:
     """In-memory training split through a DALI pipeline fed by external_source."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, augment: str, device,
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, augment: str, device,
                  shard=(0, 1), dali_device: str = "cpu", num_threads: int = 1, pad: int = 4):
         import nvidia.dali.fn as fn
         import nvidia.dali.types as types
@@ -90,6 +90,8 @@ class DaliArrayTrainStream:
                                  out_of_bounds_policy="pad", fill_values=0)
             self.pipe.set_outputs(_normalise_op(batch, mean, std, mirror=mirror))
         self.pipe.build()
+
+    skipped_images = 0  # in-memory arrays have nothing to skip
 
     def iterate(self, stream_seed: int, start_step: int = 0):
         step, order, order_epoch = start_step, None, -1
@@ -116,7 +118,7 @@ class DaliArrayTrainStream:
 class DaliFileTrainStream:
     """Image-folder training split: readers.file over the epoch order, sharded by global rank."""
 
-    def __init__(self, paths: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, image_size: int, device,
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, image_size: int, device,
                  shard=(0, 1), dali_device: str = "cpu", num_threads: int = 1, on_corrupt: str = "fail"):
         self.paths, self.labels = paths, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.order = EpochOrder(len(paths), batch_size, shard)
@@ -124,6 +126,10 @@ class DaliFileTrainStream:
         self.mean, self.std, self.image_size, self.device = mean, std, image_size, device
         self.dali_device, self.num_threads, self.on_corrupt = dali_device, num_threads, on_corrupt
         self.corrupt = CorruptImageLog(paths)
+
+    @property
+    def skipped_images(self) -> int:
+        return len(self.corrupt.skipped)
 
     def _build(self, positions: np.ndarray, seed: int, shard=(0, 1)):
         """A pipeline reading shard `shard` = (id, count) of `positions`, in order."""
@@ -196,7 +202,7 @@ def _without(positions: np.ndarray, bad: np.ndarray) -> np.ndarray:
 class DaliFileEvalSet:
     """Clean evaluation batches of an image folder through DALI: resize + centre crop, in file order."""
 
-    def __init__(self, paths: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, image_size: int, device,
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, image_size: int, device,
                  dali_device: str = "cpu", num_threads: int = 1, on_corrupt: str = "fail"):
         import nvidia.dali.fn as fn
         import nvidia.dali.types as types

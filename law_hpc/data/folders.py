@@ -5,6 +5,7 @@ disk; the pipelines (DALI readers.file, or PIL in a torch DataLoader) decode the
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,17 @@ def damaged_files(paths, threads: int = 8) -> list[int]:
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(threads) as pool:
         return [i for i, ok in enumerate(pool.map(_intact, paths, chunksize=256)) if not ok]
+
+
+class CorruptImageLog:
+    """Counts and reports skipped unreadable images (data.on_corrupt_image=skip): never silent."""
+
+    def __init__(self, paths):
+        self.paths, self.skipped = paths, []
+
+    def record(self, positions) -> None:
+        for position in positions:
+            path = self.paths[position]
+            self.skipped.append(path)
+            print(f"[law] warning: skipped unreadable image {path} ({len(self.skipped)} so far)", file=sys.stderr,
+                  flush=True)

@@ -19,7 +19,7 @@ def balanced_validation(labels: np.ndarray, num_classes: int, size: int, rng: np
     return np.sort(np.concatenate(chosen))
 
 
-def make_split(labels: np.ndarray, num_classes: int, val_size: int, train_size: int, noise_mode: str,
+def make_split(labels: np.ndarray, num_classes: int, *, val_size: int, train_size: int, noise_mode: str,
                noise_rate: float, imbalance: str, rng: np.random.Generator, imbalance_factor: float = 100.0,
                discard_classes=(0, 1), discard_keep: float = 0.04, per_class: int = 0) -> dict:
     """{'train_index', 'val_index', 'train_true', 'train_observed', 'report'}.

@@ -5,7 +5,6 @@ gets the same batches, and skipping ahead costs nothing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -13,16 +12,7 @@ import torch
 
 from ..seeding import derive_seed
 from .order import EpochOrder
-
-
-@dataclass
-class Batch:
-    images: torch.Tensor
-    """float NCHW, normalised, on the device."""
-    labels: torch.Tensor
-    """int64 observed (possibly noisy) labels."""
-    index: torch.Tensor
-    """int64 positions in the training split."""
+from .types import Batch
 
 
 def _normaliser(mean, std, device):
@@ -56,7 +46,7 @@ def crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) ->
 class ArrayTrainStream:
     """Endless shuffled, augmented batches of an in-memory training split (optionally sharded by rank)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, augment: str,
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, augment: str,
                  device, shard: tuple[int, int] = (0, 1)):
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
         self.labels = torch.from_numpy(labels).to(device)
@@ -64,6 +54,8 @@ class ArrayTrainStream:
         self.order = EpochOrder(len(labels), batch_size, shard)
         self.batches_per_epoch = self.order.batches_per_epoch
         self.normalise = _normaliser(mean, std, device)
+
+    skipped_images = 0  # in-memory arrays have nothing to skip
 
     def iterate(self, stream_seed: int, start_step: int = 0) -> Iterator[Batch]:
         step, order, order_epoch = start_step, None, -1
@@ -83,7 +75,7 @@ class ArrayTrainStream:
 class ArrayEvalSet:
     """Clean, unaugmented evaluation batches of an in-memory split."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, device):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, device):
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
         self.labels = torch.from_numpy(labels).to(device)
         self.batch_size = batch_size

@@ -5,16 +5,14 @@ of (stream_seed, step) whatever the number of workers, and a resumed run gets th
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..seeding import derive_seed
-from .folders import decode_rgb
+from .folders import CorruptImageLog, decode_rgb
 from .order import EpochOrder
-from .torch_backend import Batch
+from .types import Batch
 
 
 def train_transform(image_size: int, mean, std):
@@ -59,24 +57,10 @@ def _collate(samples):
     return images, torch.tensor([position for _, position in good], dtype=torch.int64), skipped
 
 
-class CorruptImageLog:
-    """Counts and reports skipped unreadable images (data.on_corrupt_image=skip): never silent."""
-
-    def __init__(self, paths):
-        self.paths, self.skipped = paths, []
-
-    def record(self, positions) -> None:
-        for position in positions:
-            path = self.paths[position]
-            self.skipped.append(path)
-            print(f"[law] warning: skipped unreadable image {path} ({len(self.skipped)} so far)", file=sys.stderr,
-                  flush=True)
-
-
 class FileTrainStream:
     """Endless shuffled, augmented batches of an image-folder training split (sharded by global rank)."""
 
-    def __init__(self, paths: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, image_size: int, device,
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, image_size: int, device,
                  shard=(0, 1), num_workers: int = 1, on_corrupt: str = "fail"):
         self.paths, self.labels = paths, torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.transform, self.device = train_transform(image_size, mean, std), device
@@ -84,6 +68,10 @@ class FileTrainStream:
         self.batch_size, self.batches_per_epoch = batch_size, self.order.batches_per_epoch
         self.num_workers, self.on_corrupt = num_workers, on_corrupt
         self.corrupt = CorruptImageLog(paths)
+
+    @property
+    def skipped_images(self) -> int:
+        return len(self.corrupt.skipped)
 
     def iterate(self, stream_seed: int, start_step: int = 0):
         epoch, position = divmod(start_step, self.batches_per_epoch)
@@ -103,7 +91,7 @@ class FileTrainStream:
 class FileEvalSet:
     """Clean evaluation batches of an image folder: resize + centre crop, in file order."""
 
-    def __init__(self, paths: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, image_size: int, device,
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, image_size: int, device,
                  num_workers: int = 1, on_corrupt: str = "fail"):
         self.paths, self.labels = paths, torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.samples = _Samples(paths, eval_transform(image_size, mean, std), on_corrupt)

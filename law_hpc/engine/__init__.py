@@ -1,1 +1,2 @@
-"""Training machinery: the target/reference classifier pair of one searcher."""
+"""Training machinery shared by the search and the test phase: the classifier pair, the stage schedule,
+evaluation, resume agreement and stop requests."""

@@ -9,6 +9,7 @@ GIL inside its kernels, so the threads overlap where the cores allow it.
 from __future__ import annotations
 
 import copy
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -17,8 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.types import EvalSet
 from ..law.features import item_features
 from ..law.policy import sample_weights, weighted_mean_loss
+from .evaluation import top1_accuracies
+from .schedule import set_lr
 
 
 @dataclass
@@ -29,6 +33,10 @@ class FeatureSettings:
     density: str = "cosine"
     label_feature: str = "log_freq"
     weight_norm: str = "mean"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.log_class_freq)
 
 
 @dataclass
@@ -41,7 +49,12 @@ class StageStats:
     weight_std: float
     class_weight_mean: np.ndarray
     samples: int
+    seconds: float
     finite: bool
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / max(self.seconds, 1e-9)
 
 
 def make_sgd(net: torch.nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
@@ -78,11 +91,6 @@ class ClassifierPair:
             self._executor = None
 
     # --- one iteration -----------------------------------------------------------------------------
-    def _set_lr(self, lr: float) -> None:
-        for optimizer in (self.target_optimizer, self.reference_optimizer):
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
     @staticmethod
     def _step_net(net, optimizer, images, labels, action, features: FeatureSettings):
         """One SGD step of `net`; weighted by K_T when `action` is given. Both nets run THIS code, so with
@@ -105,7 +113,7 @@ class ClassifierPair:
 
     def step(self, images, labels, lr: float, action, features: FeatureSettings):
         """One SGD step of both nets on the same batch; returns (target loss, reference loss, weights)."""
-        self._set_lr(lr)
+        set_lr((self.target_optimizer, self.reference_optimizer), lr)
         reference = (self.reference_net, self.reference_optimizer, images, labels, None, features)
         target = (self.target_net, self.target_optimizer, images, labels, action, features)
         if self._executor is None:
@@ -118,10 +126,12 @@ class ClassifierPair:
         return loss_target, loss_reference, weights
 
     # --- a stage and an evaluation -------------------------------------------------------------------
-    def train_stage(self, batches: Iterator, iterations: int, lr_at_step: Callable[[int], float],
-                    first_step: int, action, features: FeatureSettings, num_classes: int) -> StageStats:
-        """`iterations` steps on the next batches of the stream with the stage's fixed action."""
+    def train_stage(self, batches: Iterator, steps: range, lr_at: Callable[[int], float], action,
+                    features: FeatureSettings) -> StageStats:
+        """One SGD step per iteration of `steps` on the next batches of the stream, with the stage's fixed action."""
+        started = time.perf_counter()
         device = next(self.target_net.parameters()).device
+        num_classes = features.num_classes
         loss_target_sum = torch.zeros((), device=device, dtype=torch.float64)
         loss_reference_sum = torch.zeros_like(loss_target_sum)
         weight_sum = torch.zeros_like(loss_target_sum)
@@ -130,10 +140,10 @@ class ClassifierPair:
         class_count = torch.zeros(num_classes, device=device, dtype=torch.float64)
         samples = 0
         action_on_device = None if action is None else torch.as_tensor(action, dtype=torch.float32, device=device)
-        for offset in range(iterations):
+        for step in steps:
             batch = next(batches)
-            loss_target, loss_reference, weights = self.step(
-                batch.images, batch.labels, lr_at_step(first_step + offset), action_on_device, features)
+            loss_target, loss_reference, weights = self.step(batch.images, batch.labels, lr_at(step), action_on_device,
+                                                             features)
             size = batch.labels.numel()
             samples += size
             # Accumulate on the device: no host sync per iteration.
@@ -152,19 +162,13 @@ class ClassifierPair:
         loss_target_mean = float(loss_target_sum) / n
         loss_reference_mean = float(loss_reference_sum) / n
         return StageStats(loss_target_mean, loss_reference_mean, weight_mean, weight_var ** 0.5, class_mean,
-                          samples, bool(np.isfinite([loss_target_mean, loss_reference_mean]).all()))
+                          samples, time.perf_counter() - started,
+                          bool(np.isfinite([loss_target_mean, loss_reference_mean]).all()))
 
-    @torch.no_grad()
-    def evaluate(self, eval_batches) -> tuple[float, float]:
-        """Top-1 accuracy (fraction) of the target and reference nets on clean evaluation batches."""
-        self.target_net.eval()
-        self.reference_net.eval()
-        correct_target = correct_reference = total = 0
-        for images, labels in eval_batches:
-            correct_target += int((self.target_net(images).argmax(1) == labels).sum())
-            correct_reference += int((self.reference_net(images).argmax(1) == labels).sum())
-            total += labels.numel()
-        return correct_target / max(total, 1), correct_reference / max(total, 1)
+    def evaluate(self, eval_set: EvalSet) -> tuple[float, float]:
+        """Top-1 accuracy (fraction) of the target and reference nets, in one pass over the clean batches."""
+        acc_target, acc_reference = top1_accuracies((self.target_net, self.reference_net), eval_set)
+        return acc_target, acc_reference
 
     def state_dict(self) -> dict:
         return {

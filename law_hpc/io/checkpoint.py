@@ -1,15 +1,19 @@
 """Per-rank HDF5 checkpoints written atomically: temp file, fsync, rename, directory fsync.
 
-Layout of one checkpoint: arrays (the replay buffer) as datasets under /arrays, torch objects (nets,
-optimizers, strategy model, RNG states) serialised under /torch, counters as attributes. A SHA-256
-over every dataset and the `complete` attribute (written last) mark a usable file; `load_latest`
-skips a truncated or corrupt one with a warning and takes the previous one.
+`CheckpointStore` saves and loads nested state dicts (`{"buffer": buffer.state_dict(), ...}`): a part
+whose state is a dict of numpy arrays (the replay buffer) becomes HDF5 datasets under /arrays/<part>,
+readable with plain h5py; any other part (nets, optimizers, strategy model, RNG state) is serialised
+by torch under /torch/<part> and read back with `torch.load(weights_only=True)`, which builds tensors
+and plain containers only and never runs code from the file. A SHA-256 over every dataset and the
+`complete` attribute (written last) mark a usable file; a truncated or corrupt one is skipped with a
+warning and the previous one is used.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import pickle
 import re
 import warnings
 from pathlib import Path
@@ -116,7 +120,11 @@ def read_checkpoint(path: Path) -> dict:
             blobs = {name: file[f"torch/{name}"][()].tobytes() for name in file.get("torch", {})}
     except OSError as err:
         raise ValueError(f"checkpoint {path} is unreadable (truncated?): {err}") from None
-    objects = {name: torch.load(io.BytesIO(blob), weights_only=False) for name, blob in blobs.items()}
+    try:
+        objects = {name: torch.load(io.BytesIO(blob), weights_only=True) for name, blob in blobs.items()}
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"checkpoint {path} holds something other than tensors and plain containers; "
+                         f"refusing to load it ({str(err).splitlines()[0]})") from None
     return {"arrays": arrays, "torch": objects, "attrs": attrs, "path": path}
 
 
@@ -136,3 +144,36 @@ def complete_positions(directory: Path) -> list[tuple[int, int]]:
 
 def checkpoint_path(directory: Path, episode: int, stage: int) -> Path:
     return directory / f"ckpt-e{episode:05d}-s{stage:05d}.h5"
+
+
+def _is_arrays(part_state) -> bool:
+    return isinstance(part_state, dict) and bool(part_state) and all(
+        isinstance(value, np.ndarray) for value in part_state.values())
+
+
+class CheckpointStore:
+    """One rank's checkpoints in run_dir/checkpoints/rank####/, as timm's saver: it is handed state dicts
+    to write and returns state dicts to load; it builds nothing and reaches into nothing."""
+
+    def __init__(self, run_dir: str | Path, rank: int, keep: int = 2):
+        self.directory, self.keep = checkpoint_dir(run_dir, rank), keep
+
+    def save(self, position: tuple[int, int], state: dict, attrs: dict | None = None) -> Path:
+        """Write `state` ({part: state dict}) as the checkpoint of `position` = (episode or epoch, stage)."""
+        arrays = {f"{part}/{name}": array for part, value in state.items() if _is_arrays(value)
+                  for name, array in value.items()}
+        objects = {part: value for part, value in state.items() if not _is_arrays(value)}
+        return save_checkpoint(self.directory, *position, arrays, objects, attrs or {}, keep=self.keep)
+
+    def positions(self) -> list[tuple[int, int]]:
+        """Positions of every complete, verified checkpoint, newest first (bad files are warned about)."""
+        return complete_positions(self.directory)
+
+    def load(self, position: tuple[int, int]) -> dict:
+        """The state saved at `position`, parts as they were given to `save`."""
+        checkpoint = read_checkpoint(checkpoint_path(self.directory, *position))
+        state = dict(checkpoint["torch"])
+        for name, array in checkpoint["arrays"].items():
+            part, key = name.split("/", 1)
+            state.setdefault(part, {})[key] = array
+        return state

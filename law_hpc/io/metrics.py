@@ -1,30 +1,83 @@
 """DIR/metrics.h5: one row per (episode, stage, rank), written by rank 0, readable live (SWMR).
 
-Layout (the contract in architecture.md): group /stages with equal-length 1-D datasets, /stages/action
-(N x 5), /class_weight_mean (N x C) in the same row order, /events (NaN losses, resumes), /data_report
+Layout (docs/interfaces.md): group /stages with equal-length 1-D datasets, /stages/action
+(N x 5: theta_T, b), /class_weight_mean (N x C) in the same row order, /events (NaN losses, resumes), /data_report
 (noise and class counts of the data), and file attributes (config YAML, world size, versions, git commit).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
+
+from ..law.policy import ACTION_DIM
 
 MAGIC = "law_hpc.metrics/1"
-# Column name -> dtype. The order is the row order of the contract, then extras.
-STAGE_COLUMNS = {
-    "episode": np.int64, "stage": np.int64, "rank": np.int64, "lr": np.float64, "weighted": np.int64,
-    "reward": np.float64, "acc_target": np.float64, "acc_reference": np.float64,
-    "loss_target": np.float64, "loss_reference": np.float64, "weight_mean": np.float64,
-    "weight_std": np.float64, "stage_seconds": np.float64, "samples_per_second": np.float64,
-    "strategy_checksum": np.int64,
-    # extras
-    "epoch": np.float64, "l_smooth": np.float64, "acc_smooth": np.float64, "fdu_minibatches": np.int64,
-    "critic_loss": np.float64, "actor_loss": np.float64, "checkpoint_seconds": np.float64,
-}
+
+
+@dataclass
+class StageRow:
+    """One row of a search's metrics.h5: what one searcher measured in one stage. The HDF5 columns are
+    derived from these fields (the contract's columns first, then extras)."""
+
+    episode: int
+    stage: int
+    rank: int
+    lr: float
+    weighted: int
+    reward: float
+    acc_target: float
+    acc_reference: float
+    loss_target: float
+    loss_reference: float
+    weight_mean: float
+    weight_std: float
+    stage_seconds: float
+    samples_per_second: float
+    strategy_checksum: int
+    epoch: float
+    l_smooth: float
+    acc_smooth: float
+    fdu_minibatches: int
+    critic_loss: float
+    actor_loss: float
+    checkpoint_seconds: float
+    action: np.ndarray
+    """[ACTION_DIM] theta_T then b (zeros in warm-up stages): /stages/action."""
+    class_weight_mean: np.ndarray
+    """[C] mean weight per observed label: /class_weight_mean."""
+
+
+@dataclass
+class EpochRow:
+    """One row of a test-phase train.h5 /epochs: one epoch of one training."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    test_acc: float
+    val_acc: float
+    weight_mean: float
+    weight_std: float
+    seconds: float
+    samples_per_second: float
+
+
+def scalar_columns(row_type) -> dict[str, type]:
+    """Column name -> numpy dtype of a row dataclass' scalar fields, in field order."""
+    hints = typing.get_type_hints(row_type)
+    return {f.name: np.int64 if hints[f.name] is int else np.float64 for f in dataclasses.fields(row_type)
+            if hints[f.name] in (int, float)}
+
+
+STAGE_COLUMNS = scalar_columns(StageRow)
 EVENT_COLUMNS = {"episode": np.int64, "stage": np.int64, "rank": np.int64, "kind": "S32"}
 
 
@@ -40,9 +93,26 @@ def git_commit() -> str:
 def search_layout(num_classes: int) -> dict:
     """Dataset path -> (dtype, per-row shape) of a search's metrics.h5: one row per (episode, stage, rank)."""
     layout = {f"stages/{name}": (dtype, ()) for name, dtype in STAGE_COLUMNS.items()}
-    layout["stages/action"] = (np.float64, (5,))
+    layout["stages/action"] = (np.float64, (ACTION_DIM,))
     layout["class_weight_mean"] = (np.float64, (num_classes,))
     return layout
+
+
+def train_layout() -> dict:
+    """Dataset path -> (dtype, per-row shape) of a test-phase train.h5: one row per epoch."""
+    return {f"epochs/{name}": (dtype, ()) for name, dtype in scalar_columns(EpochRow).items()}
+
+
+def package_versions() -> dict:
+    """Versions of the stack, for the log's attributes."""
+    versions = {"torch": torch.__version__}
+    for name in ("horovod", "h5py", "numpy", "mpi4py", "torchvision", "nvidia.dali"):
+        try:
+            module = __import__(name, fromlist=["__version__"])
+            versions[name] = str(getattr(module, "__version__", "?"))
+        except ImportError:
+            versions[name] = "missing"
+    return versions
 
 
 class MetricsLog:
@@ -88,10 +158,11 @@ class MetricsLog:
     def rows(self) -> int:
         return self.file[next(iter(self.layout))].shape[0]
 
-    def append(self, rows: list[dict]) -> None:
-        """Append rows (dicts with a value per dataset); flush so live readers see them."""
+    def append(self, rows: list) -> None:
+        """Append rows (row dataclasses, or dicts with a value per dataset); flush so live readers see them."""
         if not rows:
             return
+        rows = [dataclasses.asdict(row) if dataclasses.is_dataclass(row) else row for row in rows]
         start, count = self.rows, len(rows)
         for name in self.layout:
             dataset, key = self.file[name], name.rsplit("/", 1)[-1]

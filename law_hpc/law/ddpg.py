@@ -6,6 +6,7 @@ Gradients are averaged over the N_a searchers by an injected `average_gradients(
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -73,6 +74,12 @@ class ExplorationNoise:
     def reset(self) -> None:
         self.ou_state[:] = 0.0
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"ou_state": self.ou_state.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ou_state[:] = state["ou_state"]
+
     def sample(self, episode: int, rng: np.random.Generator) -> np.ndarray:
         sigma = self.sigma * self.decay ** episode
         gaussian = rng.standard_normal(ACTION_DIM)
@@ -82,6 +89,15 @@ class ExplorationNoise:
             self.ou_state += -self.ou_theta * self.ou_state + sigma * gaussian
             return self.ou_state.copy()
         raise ValueError(f"unknown exploration noise '{self.kind}'")
+
+
+@dataclass
+class FduStats:
+    """What one Full Data Update did: its minibatches and mean losses (NaN when there were none)."""
+
+    minibatches: int = 0
+    critic_loss: float = float("nan")
+    actor_loss: float = float("nan")
 
 
 def fdu_minibatch_count(buffer_size: int, fdu_epochs: int, fdu_batch: int) -> int:
@@ -138,7 +154,7 @@ class DDPG:
         return critic_loss.item(), actor_loss.detach().item()
 
     def full_data_update(self, buffer: ReplayBuffer, fdu_epochs: int, fdu_batch: int,
-                         rng: np.random.Generator) -> dict[str, float]:
+                         rng: np.random.Generator) -> FduStats:
         """Algorithm 1: fdu_epochs passes over the WHOLE shuffled buffer, minibatches of fdu_batch."""
         size = len(buffer)
         critic_losses, actor_losses = [], []
@@ -148,15 +164,16 @@ class DDPG:
                 critic_loss, actor_loss = self.update_minibatch(buffer.batch(order[start:start + fdu_batch]))
                 critic_losses.append(critic_loss)
                 actor_losses.append(actor_loss)
-        return {
-            "minibatches": len(critic_losses),
-            "critic_loss": float(np.mean(critic_losses)) if critic_losses else float("nan"),
-            "actor_loss": float(np.mean(actor_losses)) if actor_losses else float("nan"),
-        }
+        if not critic_losses:
+            return FduStats()
+        return FduStats(len(critic_losses), float(np.mean(critic_losses)), float(np.mean(actor_losses)))
 
-    def optimizer_state(self) -> dict:
-        return {"actor": self.actor_optimizer.state_dict(), "critic": self.critic_optimizer.state_dict()}
+    def state_dict(self) -> dict:
+        """The strategy model (with its target copies) and both optimizers."""
+        return {"model": self.model.state_dict(), "actor_optimizer": self.actor_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict()}
 
-    def load_optimizer_state(self, state: dict) -> None:
-        self.actor_optimizer.load_state_dict(state["actor"])
-        self.critic_optimizer.load_state_dict(state["critic"])
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])

@@ -1,11 +1,19 @@
 """Item features f = [loss, entropy, density, label] (paper Eq. 6), z-scored per batch."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 FEATURE_NAMES = ("loss", "entropy", "density", "label")
 NUM_FEATURES = len(FEATURE_NAMES)
+
+
+def log_class_frequencies(counts) -> np.ndarray:
+    """float32 [C]: log of each observed label's training-set frequency (the default label feature);
+    an unseen class counts as one sample."""
+    counts = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+    return np.log(counts / counts.sum()).astype(np.float32)
 
 
 def batch_density(logits: torch.Tensor, similarity: str = "cosine") -> torch.Tensor:

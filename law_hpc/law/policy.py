@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import torch
 from torch import nn
@@ -94,6 +95,14 @@ class StrategyModel(nn.Module):
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+
+    def checksum(self) -> int:
+        """A signed 64-bit digest of every parameter and buffer: equal on all ranks iff bit-identical."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return int.from_bytes(digest.digest()[:8], "little", signed=True)
 
     def actor_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters()) + list(self.actor.parameters())

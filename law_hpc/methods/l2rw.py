@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..engine.law_method import UniformMethod
+from .base import StepResult, WeightingMethod
 
 
 def detached_copies(model: torch.nn.Module) -> tuple[dict, dict]:
@@ -43,14 +43,11 @@ def l2rw_weights(model, images, labels, val_images, val_labels, lr: float) -> to
     return weights / total if total > 0 else weights
 
 
-class L2RW(UniformMethod):
+class L2RW(WeightingMethod):
     name = "l2rw"
 
-    @property
-    def current_lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def train_step(self, images, labels, index, epoch, step, val_batch_fn) -> dict:
+    def train_step(self, batch, epoch, val_batch_fn) -> StepResult:
+        images, labels = batch.images, batch.labels
         self.model.train()
         val_images, val_labels = val_batch_fn()
         weights = l2rw_weights(self.model, images, labels, val_images, val_labels, self.current_lr)
@@ -59,4 +56,4 @@ class L2RW(UniformMethod):
         self.optimizer.zero_grad()  # Horovod's DistributedOptimizer takes no set_to_none
         (weights * per_sample_loss).sum().backward()
         self.optimizer.step()
-        return {"loss": per_sample_loss.detach().mean(), "weights": weights.detach()}
+        return StepResult(per_sample_loss.detach().mean(), weights.detach())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..engine.law_method import UniformMethod
+from .base import WeightingMethod
 
 
 def class_balanced_weights(class_counts, beta: float) -> np.ndarray:
@@ -15,23 +15,25 @@ def class_balanced_weights(class_counts, beta: float) -> np.ndarray:
     return inverse_effective_number * len(counts) / inverse_effective_number.sum()
 
 
-class ClassBalanced(UniformMethod):
+class ClassBalanced(WeightingMethod):
     """Softmax CE on the observed label, weighted by that label's class-balanced weight."""
 
     name = "class_balanced"
     weight_norm = "mean"  # CB_softmax = mean_i alpha_{y_i} CE_i
 
-    def __init__(self, beta: float = 0.999):
+    def __init__(self, class_counts, beta: float = 0.999):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"class-balanced beta must be in [0, 1), got {beta}")
         self.beta = float(beta)
+        self.class_weights = torch.as_tensor(class_balanced_weights(class_counts, self.beta), dtype=torch.float32)
 
-    def setup(self, model_factory, optimizer_factory, num_classes, class_counts, total_epochs, device, **kw):
-        super().setup(model_factory, optimizer_factory, num_classes, class_counts, total_epochs, device)
-        if len(class_counts) != num_classes:
-            raise ValueError(f"class_counts has {len(class_counts)} entries for {num_classes} classes")
-        self.class_weights = torch.as_tensor(class_balanced_weights(class_counts, self.beta),
-                                             dtype=torch.float32, device=device)
+    @classmethod
+    def from_config(cls, cfg, data) -> "ClassBalanced":
+        return cls(data.train_label_counts, beta=cfg.train.class_balanced_beta)
 
-    def sample_weights(self, logits, labels, epoch) -> torch.Tensor:
-        return self.class_weights.to(logits.device)[labels]
+    def setup(self, model_factory, optimizer_factory, device) -> None:
+        super().setup(model_factory, optimizer_factory, device)
+        self.class_weights = self.class_weights.to(device)
+
+    def sample_weights(self, logits, batch, epoch) -> torch.Tensor:
+        return self.class_weights.to(logits.device)[batch.labels]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..engine.law_method import UniformMethod
+from .base import StepResult, WeightingMethod
 from .self_paced import smallest_loss_mask
 
 
-class CoTeaching(UniformMethod):
+class CoTeaching(WeightingMethod):
     name = "coteaching"
 
     def __init__(self, forget_rate: float = 0.2, forget_epochs: float = 10.0):
@@ -16,22 +16,26 @@ class CoTeaching(UniformMethod):
             raise ValueError(f"co-teaching forget_rate must be in [0, 1), got {forget_rate}")
         self.forget_rate, self.forget_epochs = float(forget_rate), float(forget_epochs)
 
-    def setup(self, model_factory, optimizer_factory, num_classes, class_counts, total_epochs, device, **_):
-        super().setup(model_factory, optimizer_factory, num_classes, class_counts, total_epochs, device)
+    @classmethod
+    def from_config(cls, cfg, data) -> "CoTeaching":
+        return cls(forget_rate=cfg.train.forget_rate, forget_epochs=cfg.train.forget_epochs)
+
+    def setup(self, model_factory, optimizer_factory, device) -> None:
+        super().setup(model_factory, optimizer_factory, device)
         self.peer_model = model_factory(1).to(device)  # f = self.model (variant 0), g = self.peer_model
         self.peer_optimizer = optimizer_factory(self.peer_model)
 
-    def set_lr(self, lr: float) -> None:
-        for optimizer in (self.optimizer, self.peer_optimizer):
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+    @property
+    def optimizers(self) -> list:
+        return [self.optimizer, self.peer_optimizer]
 
     def keep_rate(self, epoch: float) -> float:
         """R(T) = 1 - min(T / T_k, 1) * tau (Algorithm 1, step 5), T the epoch, T_k = forget_epochs."""
         ramp = min(epoch / self.forget_epochs, 1.0) if self.forget_epochs > 0 else 1.0
         return 1.0 - max(ramp, 0.0) * self.forget_rate
 
-    def train_step(self, images, labels, index, epoch, step, val_batch_fn) -> dict:
+    def train_step(self, batch, epoch, val_batch_fn) -> StepResult:
+        images, labels = batch.images, batch.labels
         self.model.train()
         self.peer_model.train()
         loss_f = F.cross_entropy(self.model(images), labels, reduction="none")
@@ -46,14 +50,7 @@ class CoTeaching(UniformMethod):
             optimizer.zero_grad()  # Horovod's DistributedOptimizer takes no set_to_none
             ((loss * peer_selection).sum() / peer_selection.sum()).backward()
             optimizer.step()
-        return {"loss": loss_f.detach().mean(), "weights": selected_by_g}
+        return StepResult(loss_f.detach().mean(), selected_by_g)
 
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state.update(peer_model=self.peer_model.state_dict(), peer_optimizer=self.peer_optimizer.state_dict())
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.peer_model.load_state_dict(state["peer_model"])
-        self.peer_optimizer.load_state_dict(state["peer_optimizer"])
+    def stateful(self) -> dict:
+        return {**super().stateful(), "peer_model": self.peer_model, "peer_optimizer": self.peer_optimizer}

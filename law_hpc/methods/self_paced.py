@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..engine.law_method import UniformMethod
+from .base import WeightingMethod
 
 
 def smallest_loss_mask(per_sample_loss: torch.Tensor, keep_fraction: float) -> torch.Tensor:
@@ -15,7 +15,7 @@ def smallest_loss_mask(per_sample_loss: torch.Tensor, keep_fraction: float) -> t
     return mask
 
 
-class SelfPaced(UniformMethod):
+class SelfPaced(WeightingMethod):
     """Hard 0/1 weights minimising sum_i v_i l_i - lambda sum_i v_i (Eq. 4 of Kumar et al.):
     the closed form is v_i = [l_i < lambda]. lambda grows so that the kept fraction rises linearly
     from start_fraction at epoch 0 to 1 at the last epoch."""
@@ -23,15 +23,19 @@ class SelfPaced(UniformMethod):
     name = "self_paced"
     weight_norm = "sum_w"  # mean loss over the kept samples
 
-    def __init__(self, start_fraction: float = 0.5):
+    def __init__(self, total_epochs: float, start_fraction: float = 0.5):
         if not 0.0 < start_fraction <= 1.0:
             raise ValueError(f"self-paced start_fraction must be in (0, 1], got {start_fraction}")
-        self.start_fraction = float(start_fraction)
+        self.total_epochs, self.start_fraction = float(total_epochs), float(start_fraction)
+
+    @classmethod
+    def from_config(cls, cfg, data) -> "SelfPaced":
+        return cls(cfg.train.epochs, start_fraction=cfg.train.self_paced_start)
 
     def keep_fraction(self, epoch: float) -> float:
         progress = min(max(epoch / max(self.total_epochs, 1e-12), 0.0), 1.0)
         return self.start_fraction + (1.0 - self.start_fraction) * progress
 
-    def sample_weights(self, logits, labels, epoch) -> torch.Tensor:
-        per_sample_loss = F.cross_entropy(logits.detach(), labels, reduction="none")
+    def sample_weights(self, logits, batch, epoch) -> torch.Tensor:
+        per_sample_loss = F.cross_entropy(logits.detach(), batch.labels, reduction="none")
         return smallest_loss_mask(per_sample_loss, self.keep_fraction(epoch))

@@ -1,4 +1,4 @@
-"""The peer weighting methods of law_hpc.baselines on tiny linear nets and random tensors (CPU, fast)."""
+"""The weighting methods of law_hpc.methods on tiny linear nets and random tensors (CPU, fast)."""
 from __future__ import annotations
 
 import copy
@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from law_hpc.baselines import METHODS, create_method
-from law_hpc.baselines.class_balanced import class_balanced_weights
-from law_hpc.baselines.l2rw import l2rw_weights
+from law_hpc.config import load_config
+from law_hpc.data.types import Batch
+from law_hpc.methods import METHODS, build_method, create_method
+from law_hpc.methods.class_balanced import class_balanced_weights
+from law_hpc.methods.l2rw import l2rw_weights
 
 NUM_CLASSES, BATCH, LR = 3, 10, 0.1
 
@@ -43,16 +45,16 @@ def batch(seed: int = 0, size: int = BATCH):
     return images, labels
 
 
-def set_up(method, factory=model_factory, optimizer=optimizer_factory, counts=(50, 30, 20), epochs=10):
-    method.setup(factory, optimizer, NUM_CLASSES, np.asarray(counts), epochs, torch.device("cpu"))
+def set_up(method, factory=model_factory, optimizer=optimizer_factory):
+    method.setup(factory, optimizer, torch.device("cpu"))
     return method
 
 
-def step(method, data, epoch=0.0, step_index=0, val=None, index=None):
+def step(method, data, epoch=0.0, val=None, index=None):
     images, labels = data
     val = val if val is not None else batch(99)
     index = index if index is not None else torch.arange(labels.numel())
-    return method.train_step(images, labels, index, epoch, step_index, lambda: val)
+    return method.train_step(Batch(images, labels, index), epoch, lambda: val)
 
 
 def sgd_step_on(model, loss_fn):
@@ -76,10 +78,11 @@ def roundtrip(state):
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
-    return torch.load(buffer, weights_only=False)
+    return torch.load(buffer, weights_only=True)  # as checkpoints are read: tensors and containers only
 
 
-OPTIONS = {"focal": {"gamma": 2.0}, "class_balanced": {"beta": 0.99}, "self_paced": {"start_fraction": 0.5},
+OPTIONS = {"focal": {"gamma": 2.0}, "class_balanced": {"class_counts": (50, 30, 20), "beta": 0.99},
+           "self_paced": {"total_epochs": 10, "start_fraction": 0.5},
            "coteaching": {"forget_rate": 0.3, "forget_epochs": 2}, "l2rw": {}, "mwnet": {"hidden": 8},
            "oracle": {"clean_mask": np.arange(BATCH) % 3 != 0}, "uniform": {}}
 
@@ -87,7 +90,7 @@ OPTIONS = {"focal": {"gamma": 2.0}, "class_balanced": {"beta": 0.99}, "self_pace
 # ---------------------------------------------------------------- registry and the common interface
 
 def test_registry_names_and_unknown_name():
-    assert set(OPTIONS) == set(METHODS)
+    assert set(OPTIONS) | {"law"} == set(METHODS)  # law needs a searched policy: tests/test_train.py
     for name, options in OPTIONS.items():
         method = create_method(name, **options)
         assert method.name == name and type(method).name == name
@@ -102,11 +105,11 @@ def test_train_step_and_checkpoint_roundtrip(name):
     data = batch(1)
     expected_loss = F.cross_entropy(method.eval_model()(data[0]), data[1]).detach()
     out = step(method, data, epoch=0.5)
-    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"]) and not out["loss"].requires_grad
-    torch.testing.assert_close(out["loss"], expected_loss)  # the unweighted mean CE before the step
-    assert out["weights"].shape == (BATCH,) and torch.isfinite(out["weights"]).all()
-    assert not out["weights"].requires_grad
-    step(method, batch(2), epoch=1.0, step_index=1)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss) and not out.loss.requires_grad
+    torch.testing.assert_close(out.loss, expected_loss)  # the unweighted mean CE before the step
+    assert out.weights.shape == (BATCH,) and torch.isfinite(out.weights).all()
+    assert not out.weights.requires_grad
+    step(method, batch(2), epoch=1.0)
 
     restored = set_up(create_method(name, **OPTIONS[name]))
     probe = batch(3)[0]
@@ -116,8 +119,8 @@ def test_train_step_and_checkpoint_roundtrip(name):
     assert not torch.allclose(trained_output, fresh_output)  # training moved the net: the check can fail
     torch.testing.assert_close(restored.eval_model()(probe), trained_output, rtol=0, atol=0)
     # optimizer (and meta / peer) state came back too: one more step stays identical
-    step(method, batch(4), epoch=1.5, step_index=2)
-    step(restored, batch(4), epoch=1.5, step_index=2)
+    step(method, batch(4), epoch=1.5)
+    step(restored, batch(4), epoch=1.5)
     torch.testing.assert_close(restored.eval_model()(probe), method.eval_model()(probe), rtol=0, atol=0)
 
 
@@ -129,7 +132,7 @@ def test_focal_gamma_zero_is_cross_entropy():
                       for n, o in (("focal", {"gamma": 0.0}), ("uniform", {})))
     out = step(focal, data)
     step(uniform, data)
-    torch.testing.assert_close(out["weights"], torch.ones(BATCH))
+    torch.testing.assert_close(out.weights, torch.ones(BATCH))
     assert_same_params(focal.model, uniform.model)
 
 
@@ -147,8 +150,8 @@ def test_focal_gamma_two_is_smaller_than_cross_entropy_and_trains_on_the_focal_l
     expected = sgd_step_on(focal.model, focal_loss)
     p_true = logits.softmax(1).gather(1, labels[:, None]).squeeze(1).detach()
     out = step(focal, (images, labels))
-    torch.testing.assert_close(out["weights"], (1 - p_true) ** 2)
-    assert (out["weights"] < 1).all()
+    torch.testing.assert_close(out.weights, (1 - p_true) ** 2)
+    assert (out.weights < 1).all()
     assert_same_params(focal.model, expected)  # the gradient includes d/dtheta of the modulating factor
 
 
@@ -163,25 +166,25 @@ def test_class_balanced_weights_sum_to_classes_and_favour_rare_classes():
     np.testing.assert_allclose(weights, raw / raw.sum() * 4)
     np.testing.assert_allclose(class_balanced_weights(counts, beta=0.0), np.ones(4))  # beta 0: no reweighting
 
-    method = set_up(create_method("class_balanced", beta=0.99), counts=(200, 20, 2))
+    method = set_up(create_method("class_balanced", class_counts=(200, 20, 2), beta=0.99))
     images, labels = batch(7)
     out = step(method, (images, labels))
     assert float(method.class_weights.sum()) == pytest.approx(NUM_CLASSES)
-    torch.testing.assert_close(out["weights"], method.class_weights[labels])
+    torch.testing.assert_close(out.weights, method.class_weights[labels])
     assert method.class_weights[2] > method.class_weights[1] > method.class_weights[0]
 
 
 # ---------------------------------------------------------------- self-paced
 
 def test_self_paced_keeps_start_fraction_of_small_losses_then_everything():
-    method = set_up(create_method("self_paced", start_fraction=0.3), epochs=10)
+    method = set_up(create_method("self_paced", total_epochs=10, start_fraction=0.3))
     images, labels = batch(8)
     losses = F.cross_entropy(method.model(images), labels, reduction="none").detach()
-    weights = step(method, (images, labels), epoch=0.0)["weights"]
+    weights = step(method, (images, labels), epoch=0.0).weights
     assert set(weights.tolist()) <= {0.0, 1.0} and weights.sum() == 3  # 0.3 of 10
     assert losses[weights == 1].max() < losses[weights == 0].min()  # v_i = [l_i < lambda]
-    assert step(method, (images, labels), epoch=5.0)["weights"].sum() == 6  # 0.3 + 0.7 / 2 = 0.65 -> 6 of 10
-    torch.testing.assert_close(step(method, (images, labels), epoch=10.0)["weights"], torch.ones(BATCH))
+    assert step(method, (images, labels), epoch=5.0).weights.sum() == 6  # 0.3 + 0.7 / 2 = 0.65 -> 6 of 10
+    torch.testing.assert_close(step(method, (images, labels), epoch=10.0).weights, torch.ones(BATCH))
 
 
 # ---------------------------------------------------------------- co-teaching
@@ -212,7 +215,7 @@ def test_coteaching_each_network_trains_on_its_peers_small_loss_samples():
     expected_g = sgd_step_on(g, lambda m: F.cross_entropy(m(images[selected_by_f]), labels[selected_by_f]))
     assert_same_params(method.model, expected_f)
     assert_same_params(method.peer_model, expected_g)
-    assert out["weights"].sum() == keep and out["weights"][selected_by_g].sum() == keep
+    assert out.weights.sum() == keep and out.weights[selected_by_g].sum() == keep
     assert method.eval_model() is method.model
 
 
@@ -276,7 +279,7 @@ def test_mwnet_meta_step_updates_meta_net_and_not_bn_statistics():
     out = step(method, batch(15))
     changed = [not torch.equal(value, meta_before[key]) for key, value in method.meta_net.state_dict().items()]
     assert any(changed)
-    assert ((out["weights"] > 0) & (out["weights"] < 1)).all()  # sigmoid output
+    assert ((out.weights > 0) & (out.weights < 1)).all()  # sigmoid output
     assert int(method.model[2].num_batches_tracked) == 1  # only the real forward touched the BN statistics
     state = roundtrip(method.state_dict())
     assert {"meta_net", "meta_optimizer"} <= set(state)
@@ -297,9 +300,35 @@ def test_oracle_trains_only_on_clean_samples():
     keep = torch.as_tensor(clean_mask[20:30])
     expected = sgd_step_on(method.model, lambda m: F.cross_entropy(m(images[keep]), labels[keep]))
     out = step(method, (images, labels), index=index)
-    torch.testing.assert_close(out["weights"], keep.float())
-    assert (out["weights"][[1, 4, 7]] == 0).all()
+    torch.testing.assert_close(out.weights, keep.float())
+    assert (out.weights[[1, 4, 7]] == 0).all()
     assert_same_params(method.model, expected)
     before = copy.deepcopy(method.model)
     step(method, (images[:3], labels[:3]), index=torch.tensor([21, 24, 27]))  # an all-noisy batch: no update
     assert_same_params(method.model, before)
+
+
+# ---------------------------------------------------------------- built from the config, all the same way
+
+def test_every_method_is_built_from_the_config_and_the_training_data():
+    from search_helpers import SMOKE
+    from law_hpc.data import build_data
+
+    cfg = load_config(SMOKE, ["data.train_size=1024", "train.focal_gamma=1.5", "train.forget_rate=0.25"])
+    data = build_data(cfg.data, purpose="train", seed=0, rank=0, world_size=1, device=torch.device("cpu"))
+    built = {}
+    for name in set(METHODS) - {"law"}:
+        cfg.train.method = name
+        built[name] = build_method(cfg, data)
+        assert type(built[name]) is METHODS[name] and built[name].name == name
+    assert built["focal"].gamma == 1.5 and built["coteaching"].forget_rate == 0.25
+    expected = class_balanced_weights(data.train_label_counts, cfg.train.class_balanced_beta)
+    np.testing.assert_allclose(built["class_balanced"].class_weights.numpy(), expected, rtol=1e-6)
+    assert np.array_equal(built["oracle"].clean_mask.numpy(), data.train_clean_mask)
+    assert built["self_paced"].total_epochs == cfg.train.epochs
+    cfg.train.method = "law"
+    with pytest.raises(ValueError, match="needs a searched policy"):
+        build_method(cfg, data)
+    cfg.train.method = "nope"
+    with pytest.raises(ValueError, match="unknown weighting method 'nope'"):
+        build_method(cfg, data)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..engine.law_method import UniformMethod
+from .base import StepResult, WeightingMethod
 from .l2rw import detached_copies, virtual_sgd_step
 
 
@@ -16,27 +16,24 @@ def weight_net(hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
 
 
-class MetaWeightNet(UniformMethod):
+class MetaWeightNet(WeightingMethod):
     name = "mwnet"
 
     def __init__(self, hidden: int = 100, meta_lr: float = 1e-3):
         self.hidden, self.meta_lr = int(hidden), float(meta_lr)
 
-    def setup(self, model_factory, optimizer_factory, num_classes, class_counts, total_epochs, device, **_):
-        super().setup(model_factory, optimizer_factory, num_classes, class_counts, total_epochs, device)
+    def setup(self, model_factory, optimizer_factory, device) -> None:
+        super().setup(model_factory, optimizer_factory, device)
         with torch.random.fork_rng(devices=[]):  # the same meta-net initialisation on every rank and run
             torch.manual_seed(0)
             self.meta_net = weight_net(self.hidden).to(device)
         self.meta_optimizer = torch.optim.Adam(self.meta_net.parameters(), lr=self.meta_lr)
 
-    @property
-    def current_lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
     def loss_weights(self, per_sample_loss: torch.Tensor) -> torch.Tensor:
         return self.meta_net(per_sample_loss.detach()[:, None]).squeeze(1)
 
-    def train_step(self, images, labels, index, epoch, step, val_batch_fn) -> dict:
+    def train_step(self, batch, epoch, val_batch_fn) -> StepResult:
+        images, labels = batch.images, batch.labels
         self.model.train()
         params, buffers = detached_copies(self.model)
         per_sample_loss = F.cross_entropy(functional_call(self.model, (params, buffers), (images,)), labels,
@@ -57,14 +54,7 @@ class MetaWeightNet(UniformMethod):
         self.optimizer.zero_grad()  # Horovod's DistributedOptimizer takes no set_to_none
         (weights * per_sample_loss).mean().backward()
         self.optimizer.step()
-        return {"loss": per_sample_loss.detach().mean(), "weights": weights.detach()}
+        return StepResult(per_sample_loss.detach().mean(), weights.detach())
 
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state.update(meta_net=self.meta_net.state_dict(), meta_optimizer=self.meta_optimizer.state_dict())
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.meta_net.load_state_dict(state["meta_net"])
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+    def stateful(self) -> dict:
+        return {**super().stateful(), "meta_net": self.meta_net, "meta_optimizer": self.meta_optimizer}

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..engine.law_method import UniformMethod
+from .base import WeightingMethod
 
 
-class FocalLoss(UniformMethod):
+class FocalLoss(WeightingMethod):
     """FL(p_t) = -(1 - p_t)^gamma log p_t (Eq. 5, without the alpha_t balance); gamma = 0 is cross-entropy."""
 
     name = "focal"
@@ -18,8 +18,12 @@ class FocalLoss(UniformMethod):
             raise ValueError(f"focal gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
 
-    def sample_weights(self, logits, labels, epoch) -> torch.Tensor:
+    @classmethod
+    def from_config(cls, cfg, data) -> "FocalLoss":
+        return cls(gamma=cfg.train.focal_gamma)
+
+    def sample_weights(self, logits, batch, epoch) -> torch.Tensor:
         # The modulating factor (1 - p_t)^gamma keeps its gradient, as in the focal loss itself;
         # the harness reports it detached.
-        log_p_true = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+        log_p_true = F.log_softmax(logits, dim=1).gather(1, batch.labels[:, None]).squeeze(1)
         return (1.0 - log_p_true.exp()).clamp_min(0.0).pow(self.gamma)

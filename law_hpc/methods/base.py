@@ -1,0 +1,92 @@
+"""The interface of every weighting method the test phase runs, and uniform weighting (ERM) itself.
+
+A method is built from the config and the training data (`from_config`), given its networks
+(`setup`), then stepped batch by batch (`train_step`); `end_stage` is called at each stage end.
+Every method sees the same batches, lr schedule and initialisation, so rows of a table compare.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..data.types import Batch
+from ..engine.schedule import set_lr
+from ..law.policy import weighted_mean_loss
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    """Mean unweighted cross-entropy of the batch before the step (detached, on the device)."""
+    weights: torch.Tensor
+    """[B] the weights the step used (detached)."""
+
+
+class WeightingMethod:
+    """ERM: every sample weighs 1. Subclasses override `sample_weights` or `train_step`, and the hooks."""
+
+    name = "uniform"
+    weight_norm = "mean"
+    """How weights enter the loss: "mean" = mean_i w_i l_i, "sum_w" = sum_i w_i l_i / sum_i w_i (Eq. 7)."""
+
+    @classmethod
+    def from_config(cls, cfg, data) -> "WeightingMethod":
+        """The method of `cfg.train` for the training data `data` (a DataBundle)."""
+        return cls()
+
+    def setup(self, model_factory: Callable[..., torch.nn.Module], optimizer_factory, device) -> None:
+        """Build the network(s): `model_factory(variant)` gives the same initialisation for every method."""
+        self.model = model_factory().to(device)
+        self.optimizer = optimizer_factory(self.model)
+
+    @property
+    def optimizers(self) -> list:
+        return [self.optimizer]
+
+    def set_lr(self, lr: float) -> None:
+        set_lr(self.optimizers, lr)
+
+    @property
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def sample_weights(self, logits: torch.Tensor, batch: Batch, epoch: float) -> torch.Tensor | None:
+        """[B] weights of the batch's samples; None = uniform. `epoch` is the training progress in epochs."""
+        return None
+
+    def train_step(self, batch: Batch, epoch: float, val_batch_fn: Callable) -> StepResult:
+        """One SGD step on `batch`; `val_batch_fn()` gives a clean validation minibatch (meta-learning peers)."""
+        self.model.train()
+        logits = self.model(batch.images)
+        per_sample_loss = F.cross_entropy(logits, batch.labels, reduction="none")
+        weights = self.sample_weights(logits, batch, epoch)
+        if weights is None:
+            weights = torch.ones_like(per_sample_loss)
+            loss = per_sample_loss.mean()
+        else:
+            loss = weighted_mean_loss(per_sample_loss, weights, self.weight_norm)
+        self.optimizer.zero_grad()  # Horovod's DistributedOptimizer takes no set_to_none
+        loss.backward()
+        self.optimizer.step()
+        return StepResult(per_sample_loss.detach().mean(), weights.detach())
+
+    def end_stage(self, val_accuracy: Callable[[], float]) -> None:
+        """Called at every stage end; `val_accuracy()` evaluates the model on the validation split (only
+        methods that use it pay for it)."""
+
+    def eval_model(self) -> torch.nn.Module:
+        return self.model
+
+    def stateful(self) -> dict:
+        """The objects a checkpoint holds, by name; methods with more networks or state add theirs."""
+        return {"model": self.model, "optimizer": self.optimizer}
+
+    def state_dict(self) -> dict:
+        return {name: obj.state_dict() for name, obj in self.stateful().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, obj in self.stateful().items():
+            obj.load_state_dict(state[name])

@@ -1,0 +1,38 @@
+"""A learned LAW policy in the test phase: the searched actor weights a fresh network's training."""
+from __future__ import annotations
+
+from ..weighter import PolicyWeighter
+from .base import WeightingMethod
+
+
+class LawPolicy(WeightingMethod):
+    """Weights from a searched policy.h5 through the deterministic actor (no exploration noise)."""
+
+    name = "law"
+
+    def __init__(self, policy_path, class_counts, total_epochs: float):
+        self.weighter = PolicyWeighter.from_file(policy_path, class_counts=class_counts)
+        self.weight_norm = self.weighter.settings["weight_norm"]
+        self.total_epochs = total_epochs
+
+    @classmethod
+    def from_config(cls, cfg, data) -> "LawPolicy":
+        if not cfg.train.policy:
+            raise ValueError("train.method=law needs a searched policy: --policy RUN/policy.h5 (or train.policy)")
+        method = cls(cfg.train.policy, data.train_label_counts, cfg.train.epochs)
+        searched_classes = int(method.weighter.settings["num_classes"])
+        if searched_classes != data.num_classes:
+            raise ValueError(f"{cfg.train.policy} was searched with {searched_classes} classes, "
+                             f"this data has {data.num_classes}")
+        return method
+
+    def sample_weights(self, logits, batch, epoch):
+        stage = self.weighter.stage_of(epoch, self.total_epochs)
+        return self.weighter.weights(logits, batch.labels, stage)
+
+    def end_stage(self, val_accuracy) -> None:
+        """acc_smooth of the stage state follows the validation accuracy, as in the search."""
+        self.weighter.observe_validation(val_accuracy())
+
+    def stateful(self) -> dict:
+        return {**super().stateful(), "weighter": self.weighter}
