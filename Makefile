@@ -8,7 +8,7 @@ ARGS ?=
 setup:
 	bash tools/setup_env.sh --slurm
 
-# The main job: a real LAW search on Fashion-MNIST with $(NP) Horovod ranks (configs/fmnist_noisy.yaml).
+# The main job: a real LAW search on Fashion-MNIST with $(NP) Horovod ranks (configs/fmnist_noisy_mlp.yaml).
 search: setup
 	.venv/bin/horovodrun -np $(NP) -H localhost:$(NP) $(PY) -m law_hpc.search $(ARGS)
 

@@ -20,6 +20,7 @@ def episode_summary(columns: dict[str, np.ndarray]) -> list[dict]:
                        .mean(axis=0) if weighted.any() else np.zeros(ACTION_DIM))
         summary.append({
             "episode": int(episode),
+            "evaluation": bool(columns["evaluation"][rows].any()) if "evaluation" in columns else False,
             "stages": int(last_stage) + 1,
             "ranks": len(ranks),
             "reward_sum": float(np.mean(reward_sums)),
@@ -35,6 +36,7 @@ def summary_markdown(summary: list[dict]) -> str:
              "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row in summary:
         theta = ", ".join(f"{v:+.3f}" for v in row["final_theta"])
-        lines.append(f"| {row['episode'] + 1} | {row['stages']} | {row['reward_sum']:+.4f} | {row['acc_target']:.4f} | "
+        episode = f"{row['episode'] + 1}{' (eval)' if row['evaluation'] else ''}"
+        lines.append(f"| {episode} | {row['stages']} | {row['reward_sum']:+.4f} | {row['acc_target']:.4f} | "
                      f"{row['acc_reference']:.4f} | {row['acc_target'] - row['acc_reference']:+.4f} | {theta} |")
     return "\n".join(lines)

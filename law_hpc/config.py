@@ -1,8 +1,8 @@
 """Typed configuration: dataclasses with a docstring per field, YAML files and `--set a.b=value`.
 
 Every key a user can write is a field below; an unknown key or a value of the wrong type is a
-`ConfigError` naming the key. The defaults ARE the default search (Fashion-MNIST, 40 % noise);
-`configs/fmnist_noisy.yaml` states them explicitly and a test keeps the two equal.
+`ConfigError` naming the key. The defaults ARE the default search (Fashion-MNIST, 40 % noise, the MLP that memorises noisy labels);
+`configs/fmnist_noisy_mlp.yaml` states them explicitly and a test keeps the two equal.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class DataConfig:
     """Training images in the search subset (paper: 20k of CIFAR's 50k); 0 = all not used for validation."""
     val_size: int = 2000
     """Clean, class-balanced validation images held out of the training set (paper: 5k)."""
-    train_size: int = 0
+    train_size: int = 10000
     """Test phase: training images drawn from what validation leaves (0 = all of them)."""
     test_size: int = 0
     """Test images to evaluate on in the test phase; 0 = the whole test set."""
@@ -50,7 +50,7 @@ class DataConfig:
     """discard: the classes that lose samples (paper: 0 and 1)."""
     discard_keep: float = 0.04
     """discard: the fraction of those classes kept (paper: 4 %)."""
-    augment: str = "crop_flip"
+    augment: str = "none"
     """none | crop_flip (pad-4 random crop + horizontal flip; random-resized-crop for imagenet)."""
     batch_size: int = 128
     """Training batch per rank."""
@@ -68,19 +68,26 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "small_cnn"
-    """A name registered in law_hpc.models (small_cnn, resnet18_cifar, resnet32_cifar, wrn28_10, ...)."""
+    name: str = "mlp"
+    """A name registered in law_hpc.models (mlp, small_cnn, resnet18_cifar, resnet32_cifar, wrn28_10, ...)."""
+    mlp_hidden: list[int] = field(default_factory=lambda: [512, 512])
+    """mlp: widths of the hidden layers."""
 
 
 @dataclass
 class OptimConfig:
+    """The training schedule: ONE definition for a search episode and for the test-phase training."""
+
+    epochs: int = 20
+    """Epochs of one complete training: every search episode and the test phase (search.epochs may differ
+    only deliberately)."""
     lr: float = 0.05
     """Initial SGD learning rate of the classifiers."""
     momentum: float = 0.9
     """SGD momentum (paper 0.9)."""
-    weight_decay: float = 2e-5
+    weight_decay: float = 5e-4
     """SGD weight decay (paper 2e-5)."""
-    lr_decay_stages: list[int] = field(default_factory=lambda: [10, 13, 16])
+    lr_decay_stages: list[int] = field(default_factory=lambda: [10])
     """Stages (1-based, of search.stages) at whose start the lr is multiplied by lr_decay (paper: 10, 13, 16 of 20)."""
     lr_decay: float = 0.1
     """Multiplier applied at each of lr_decay_stages."""
@@ -90,14 +97,20 @@ class OptimConfig:
 
 @dataclass
 class SearchConfig:
-    episodes: int = 8
+    episodes: int = 40
     """L: complete trainings of a fresh classifier pair per searcher."""
-    epochs: int = 8
-    """Epochs of one episode (one complete training)."""
+    epochs: int = 0
+    """0 = optim.epochs: a search episode is exactly the final training. Any other value is a deliberate
+    difference (a cheaper search): printed, recorded in metrics.h5 and policy.h5, and law_hpc.train then
+    needs train.allow_schedule_mismatch."""
     stages: int = 10
-    """T_max: stages per episode, equal numbers of iterations (paper: 20)."""
-    warmup_stages: int = 2
+    """T_max: stages per training, equal numbers of iterations (paper: 20); the test phase uses them too."""
+    warmup_stages: int = 1
     """Leading stages trained unweighted (w = 1) and not acted upon (paper: 4 of 20)."""
+    eval_every: int = 4
+    """Every eval_every-th episode (and the last) acts with the deterministic actor, without exploration
+    noise; the actor of the evaluation episode whose target ends furthest above its reference on the
+    validation split is the one saved to policy.h5."""
     pair_mode: str = "sequential"
     """threads | sequential: how the target and reference nets step on each batch."""
     reward_scale: float = 1.0
@@ -127,8 +140,19 @@ class StrategyConfig:
     """Soft-update rate of the target actor/critic."""
     target_networks: bool = True
     """Use target copies mu', Q' in the TD target (standard DDPG); false = the paper's literal Q, mu."""
+    action_bound: str = "tanh"
+    """tanh | none: the actor's output is action_scale * tanh(.) (theta_T, b in [-scale, scale], the paper's
+    bounded actor), or action_scale * (.) unbounded, with action_penalty * |a| added to the actor loss (the
+    authors' code)."""
     action_scale: float = 1.0
-    """The actor's tanh output is multiplied by this: theta_T and b lie in [-scale, scale]."""
+    """Scale of the actor's output (see action_bound); > 0."""
+    action_terms: list[str] = field(default_factory=lambda: ["loss", "entropy", "density", "label", "bias"])
+    """The terms of theta_T . f + b the actor sets (loss, entropy, density, label, bias); the others are held at
+    0. The paper: all five. Fewer terms, a smaller space for the search to explore."""
+    action_penalty: float = 0.0
+    """Weight of the action-norm penalty in the actor loss (the authors' code: 0.001 with an unbounded actor)."""
+    init_policy: str = ""
+    """A policy.h5 whose actor and stage embedding start the search (warm start or fine-tuning); "" = fresh."""
     exploration: str = "gaussian"
     """gaussian | ou: exploration noise added to a_T during search."""
     noise_sigma: float = 0.3
@@ -147,19 +171,23 @@ class StrategyConfig:
     """log_freq | index: the label feature."""
     weight_norm: str = "mean"
     """mean | sum_w: mean_i(K_i l_i) or sum K_i l_i / sum K_i."""
+    feature_norm: str = "zscore"
+    """zscore | rank: each item feature is z-scored over the batch (the paper), or replaced by its
+    within-batch rank (ties averaged), z-scored."""
 
 
 @dataclass
 class TrainConfig:
     """The test phase (`python -m law_hpc.train`): one network on the full corrupted training set."""
 
-    epochs: int = 20
-    """Training epochs; the lr follows optim.lr_decay_stages over search.stages stages of these epochs."""
     method: str = "uniform"
     """The weighting method (law_hpc.methods): uniform, law, focal, class_balanced, self_paced, coteaching,
     l2rw, mwnet, oracle. `--policy FILE` sets law."""
     policy: str = ""
     """law: the searched policy.h5 (set by --policy)."""
+    allow_schedule_mismatch: bool = False
+    """law: train with a policy searched on another schedule (epochs, stages, warm-up, lr decay stages);
+    off, such a policy is refused."""
     scale_lr: bool = True
     """Data-parallel: multiply optim.lr by the number of ranks (with optim.warmup_epochs of warm-up)."""
     focal_gamma: float = 2.0
@@ -191,6 +219,11 @@ class Config:
     checkpoint_every_stage: bool = True
     """Write a per-rank checkpoint at every stage end."""
 
+    @property
+    def search_epochs(self) -> int:
+        """Epochs of a search episode: optim.epochs, unless search.epochs deliberately differs."""
+        return self.search.epochs or self.optim.epochs
+
 
 _CHOICES = {
     "data.dataset": {"fmnist", "cifar10", "cifar100", "imagenet"},
@@ -205,6 +238,8 @@ _CHOICES = {
     "strategy.density": {"cosine", "dot"},
     "strategy.label_feature": {"log_freq", "index"},
     "strategy.weight_norm": {"mean", "sum_w"},
+    "strategy.feature_norm": {"zscore", "rank"},
+    "strategy.action_bound": {"tanh", "none"},
 }
 
 
@@ -302,7 +337,13 @@ def validate(cfg: Config) -> None:
     s, d, st = cfg.search, cfg.data, cfg.strategy
     checks = [
         (s.episodes >= 1, "search.episodes", "must be >= 1"),
-        (s.epochs >= 1, "search.epochs", "must be >= 1"),
+        (cfg.optim.epochs >= 1, "optim.epochs", "must be >= 1"),
+        (s.epochs >= 0, "search.epochs", "must be >= 0 (0 = optim.epochs)"),
+        (s.eval_every >= 1, "search.eval_every", "must be >= 1"),
+        (st.action_scale > 0, "strategy.action_scale", "must be > 0"),
+        (st.action_penalty >= 0, "strategy.action_penalty", "must be >= 0"),
+        (bool(st.action_terms) and set(st.action_terms) <= {"loss", "entropy", "density", "label", "bias"},
+         "strategy.action_terms", "must be a non-empty list of loss, entropy, density, label, bias"),
         (s.stages >= 1, "search.stages", "must be >= 1"),
         (0 <= s.warmup_stages < s.stages, "search.warmup_stages", "must be in [0, search.stages)"),
         (0.0 <= d.noise_rate <= 1.0, "data.noise_rate", "must be in [0, 1]"),

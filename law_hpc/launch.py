@@ -18,8 +18,8 @@ EXIT_BAD_INPUT = 2
 
 
 def default_config_path() -> Path | None:
-    """configs/fmnist_noisy.yaml of the repository; without it, the built-in defaults (the same search)."""
-    path = Path(__file__).resolve().parent.parent / "configs" / "fmnist_noisy.yaml"
+    """configs/fmnist_noisy_mlp.yaml of the repository; without it, the built-in defaults (the same search)."""
+    path = Path(__file__).resolve().parent.parent / "configs" / "fmnist_noisy_mlp.yaml"
     return path if path.is_file() else None
 
 

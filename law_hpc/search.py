@@ -31,13 +31,14 @@ from .engine.preemption import EXIT_PREEMPTED, StopFlag
 from .engine.resume import agree_on_resume
 from .engine.schedule import StageSchedule
 from .engine.search_state import SearchState
+from .engine.selection import PolicySelection
 from .io.checkpoint import CheckpointStore
 from .io.metrics import MetricsLog, StageRow, read_stages, search_layout
-from .io.policy_file import save_policy
+from .io.policy_file import load_policy, new_strategy_model, policy_settings, save_policy
 from .launch import run_attributes, run_entry_point
 from .law.ddpg import DDPG, ExplorationNoise, FduStats, ReplayBuffer
 from .law.features import log_class_frequencies
-from .law.policy import ACTION_DIM, StrategyModel
+from .law.policy import ACTION_DIM
 from .law.reward import stage_reward
 from .seeding import derive_seed
 
@@ -45,7 +46,7 @@ from .seeding import derive_seed
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m law_hpc.search", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (default: the built-in Fashion-MNIST search, "
-                        "configs/fmnist_noisy.yaml)")
+                        "configs/fmnist_noisy_mlp.yaml)")
     parser.add_argument("--run-dir", help="run directory; an existing one is resumed (default: a new runs/search-<time>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. search.episodes=3")
     parser.add_argument("--force", action="store_true", help="resume a run directory even if its config differs")
@@ -65,7 +66,7 @@ class Search:
 
     def __init__(self, cfg: Config, dist: distributed.Dist, run_dir: Path, resumed_dir: bool):
         from .data import build_data  # the data layer pulls in DALI/torchvision: import when needed
-        from .models import create_model
+        from .models import model_from_config
 
         self.cfg, self.dist, self.run_dir = cfg, dist, run_dir
         if cfg.deterministic:
@@ -73,23 +74,27 @@ class Search:
         self.data = build_data(cfg.data, purpose="search", seed=cfg.seed, rank=dist.rank,
                                world_size=dist.size, device=dist.device)
         self.num_classes = self.data.num_classes
-        self.model_factory = lambda: create_model(cfg.model.name, self.num_classes, self.data.in_channels,
-                                                  self.data.image_size)
+        self.model_factory = lambda: model_from_config(cfg.model, self.num_classes, self.data.in_channels,
+                                                       self.data.image_size)
         iterations_per_epoch = self.data.train.batches_per_epoch
         if cfg.search.max_iters_per_epoch:
             iterations_per_epoch = min(iterations_per_epoch, cfg.search.max_iters_per_epoch)
         self.schedule = StageSchedule.from_config(cfg, iterations_per_epoch=iterations_per_epoch,
-                                                  epochs=cfg.search.epochs)
+                                                  epochs=cfg.search_epochs)
         self.log_class_freq = log_class_frequencies(self.data.train_label_counts)
         st = cfg.strategy
         self.features = FeatureSettings(torch.from_numpy(self.log_class_freq).to(dist.device), st.density,
-                                        st.label_feature, st.weight_norm)
+                                        st.label_feature, st.weight_norm, st.feature_norm)
+        self.settings = policy_settings(cfg, self.num_classes)
         # The strategy model is shared: same seed everywhere, then rank 0's values broadcast.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.seed, "strategy"))
-            self.strategy = StrategyModel(cfg.search.stages, st.embed_dim, st.hidden, st.action_scale)
+            self.strategy = new_strategy_model(self.settings)
+        if st.init_policy:
+            self.start_from_policy(st.init_policy)
         self.ddpg = DDPG(self.strategy, st.actor_lr, st.critic_lr, st.gamma, st.tau, st.target_networks,
-                         average_gradients=dist.average_gradients)
+                         average_gradients=dist.average_gradients, action_penalty=st.action_penalty)
+        self.selection = PolicySelection()
         self.buffer = ReplayBuffer(st.buffer_capacity)
         self.noise = ExplorationNoise(st.exploration, st.noise_sigma, st.noise_decay)
         self.state = SearchState()
@@ -105,6 +110,21 @@ class Search:
         self.metrics = self._open_metrics(position)
         dist.broadcast_state(self.strategy)
 
+    def start_from_policy(self, path: str) -> None:
+        """strategy.init_policy: the actor and stage embedding (and their target copies) of a policy.h5."""
+        policy, settings, _ = load_policy(path)
+        shapes = ("stages", "embed_dim", "hidden", "action_scale", "action_bound", "action_terms")
+        if any(settings[key] != self.settings[key] for key in shapes):
+            raise ValueError(f"strategy.init_policy {path} has another actor ({', '.join(f'{k}={settings[k]}' for k in shapes)})"
+                             f" than this search ({', '.join(f'{k}={self.settings[k]}' for k in shapes)})")
+        for part in ("encoder", "actor", "encoder_target", "actor_target"):
+            getattr(self.strategy, part).load_state_dict(getattr(policy, part.replace("_target", "")).state_dict())
+
+    def is_evaluation(self, episode: int) -> bool:
+        """Every search.eval_every-th episode and the last one act deterministically."""
+        s = self.cfg.search
+        return (episode + 1) % s.eval_every == 0 or episode == s.episodes - 1
+
     def new_pair(self, episode: int) -> ClassifierPair:
         """A freshly initialised target (seeded by seed, rank, episode), copied into the reference (DNR)."""
         o = self.cfg.optim
@@ -115,7 +135,8 @@ class Search:
     def state_dict(self) -> dict:
         """Everything this searcher needs to continue exactly after the stage just finished."""
         state = {"search": self.state.state_dict(), "ddpg": self.ddpg.state_dict(), "buffer": self.buffer.state_dict(),
-                 "noise": self.noise.state_dict(), "rng": {"torch": torch.get_rng_state()},
+                 "noise": self.noise.state_dict(), "selection": self.selection.state_dict(),
+                 "rng": {"torch": torch.get_rng_state()},
                  "row": {name: np.asarray(value) for name, value in dataclasses.asdict(self.last_row).items()}}
         if not self.state.episode_over:
             state["pair"] = self.pair.state_dict()
@@ -126,6 +147,7 @@ class Search:
         self.ddpg.load_state_dict(state["ddpg"])
         self.buffer.load_state_dict(state["buffer"])
         self.noise.load_state_dict(state["noise"])
+        self.selection.load_state_dict(state["selection"], self.strategy)
         torch.set_rng_state(state["rng"]["torch"])
         self.last_row = StageRow(**{name: value.item() if value.ndim == 0 else value
                                     for name, value in state["row"].items()})
@@ -143,7 +165,8 @@ class Search:
             return None
         path, layout = self.run_dir / "metrics.h5", search_layout(self.num_classes)
         if position is None:
-            attributes = run_attributes(self.cfg, self.dist, num_classes=self.num_classes)
+            attributes = run_attributes(self.cfg, self.dist, num_classes=self.num_classes,
+                                        search_epochs=self.cfg.search_epochs, schedule_difference=self.schedule_note())
             self.data.save_split(self.run_dir / "split.h5")
             return MetricsLog.create(path, layout, attributes, self.data.report)
         metrics = MetricsLog.reopen(path, layout, self.state.metrics_rows - self.dist.size)
@@ -159,12 +182,16 @@ class Search:
             print(f"[law] {self.dist.size} searcher(s) on {self.dist.device} ({self.dist.controller}); "
                   f"{s.episodes} episodes x {s.stages} stages x {self.schedule.iterations_per_stage} iterations; "
                   f"run dir {self.run_dir}", flush=True)
+            if self.schedule_note():
+                print(f"[law] NOTE: {self.schedule_note()}", flush=True)
         while self.state.episode < s.episodes:
             episode = self.state.episode
             if self.pair is None:  # a new episode: fresh target, copied into the reference (DNR)
                 self.pair = self.new_pair(episode)
                 self.state.start_episode(self.num_classes)
                 self.noise.reset()
+                if self.is_evaluation(episode):
+                    self.selection.start(self.strategy)
             batches = self.data.train.iterate(derive_seed(self.cfg.seed, "data", self.dist.rank, episode),
                                               start_step=self.schedule.first_step(self.state.stage))
             while self.state.stage < s.stages:
@@ -178,6 +205,8 @@ class Search:
             self.state.next_episode()
             if self.dist.is_root:
                 self.finish_episode(episode)
+        if self.dist.is_root:
+            self.report_selection()
         return 0
 
     def run_stage(self, episode: int, stage: int, batches) -> StageOutcome:
@@ -187,17 +216,18 @@ class Search:
         action = self.act(episode, stage, scalars)  # a_T = mu(s_T) + noise (Eq. 4); None in warm-up
         stats = self.pair.train_stage(batches, self.schedule.stage_steps(stage), self.schedule.lr_at, action,
                                       self.features)
-        acc_target, acc_reference = self.pair.evaluate(self.data.val)
-        reward = stage_reward(acc_target, acc_reference, self.schedule.epoch_at_end(stage), self.cfg.search.epochs,
-                              self.cfg.search.reward_scale, self.cfg.search.reward_k)  # r_T (Eq. 8-9)
+        accuracies = self.pair.evaluate(self.data.val)  # (acc_target, acc_reference) on the clean split
+        reward = self.reward(stage, *accuracies)  # r_T (Eq. 8-9)
         diverged = self.dist.any_flag(not (stats.finite and np.isfinite(reward)))  # all ranks end the episode
-        next_scalars = self.state.smoothed(stats.loss_target, acc_target, self.cfg.search.smoothing)
+        next_scalars = self.state.smoothed(stats.loss_target, accuracies[0], self.cfg.search.smoothing)
         done = diverged or stage == self.cfg.search.stages - 1
         fdu = FduStats()
         if action is not None and not diverged:
             fdu = self.learn(episode, stage, scalars, action, reward, next_scalars, done)
         self.state.advance(stage, next_scalars, done)
-        row = self.record(episode, stage, action, stats, (acc_target, acc_reference), reward, fdu)
+        if done and self.selection.candidate is not None:
+            self.judge_candidate(episode, accuracies)
+        row = self.record(episode, stage, action, stats, accuracies, reward, fdu)
         row.stage_seconds = time.perf_counter() - started
         row.checkpoint_seconds = self.checkpoint(row)
         self.publish(row, diverged)
@@ -207,13 +237,24 @@ class Search:
 
     # --- the steps of a stage ------------------------------------------------------------------------
     def act(self, episode: int, stage: int, scalars) -> np.ndarray | None:
-        """a_T = mu(s_T) + exploration noise, clipped to the action bounds (Eq. 4); None in warm-up stages."""
+        """a_T = mu(s_T) + exploration noise, inside the action bounds (Eq. 4); None in warm-up stages. An
+        evaluation episode acts with its frozen candidate actor and no noise."""
         if not self.schedule.is_weighted(stage):
             return None
-        scale = self.cfg.strategy.action_scale
+        if self.selection.candidate is not None:
+            return self.selection.candidate.act(stage, scalars).numpy().astype(np.float32)
         noise_rng = np.random.default_rng(derive_seed(self.cfg.seed, "noise", self.dist.rank, episode, stage))
-        action = self.strategy.act(stage, scalars).numpy() + self.noise.sample(episode, noise_rng)
-        return np.clip(action, -scale, scale).astype(np.float32)
+        noise = self.noise.sample(episode, noise_rng) * self.strategy.actor.mask.numpy()  # only on active terms
+        action = self.strategy.act(stage, scalars).numpy() + noise
+        if self.cfg.strategy.action_bound == "tanh":
+            action = np.clip(action, -self.cfg.strategy.action_scale, self.cfg.strategy.action_scale)
+        return action.astype(np.float32)
+
+    def reward(self, stage: int, acc_target: float, acc_reference: float) -> float:
+        """r_T = r_w (acc_target - acc_reference), r_w = s exp(k ce / ne) (Eq. 8-9)."""
+        s = self.cfg.search
+        return stage_reward(acc_target, acc_reference, self.schedule.epoch_at_end(stage), self.schedule.epochs,
+                            s.reward_scale, s.reward_k)
 
     def learn(self, episode, stage, scalars, action, reward, next_scalars, done) -> FduStats:
         """Store (s_T, a_T, r_T, s_{T+1}, done), then the Full Data Update over the whole buffer (Algorithm 1)."""
@@ -233,11 +274,26 @@ class Search:
             weighted=int(action is not None), reward=reward, acc_target=acc_target, acc_reference=acc_reference,
             loss_target=stats.loss_target, loss_reference=stats.loss_reference, weight_mean=stats.weight_mean,
             weight_std=stats.weight_std, stage_seconds=0.0, samples_per_second=stats.samples_per_second,
-            strategy_checksum=self.strategy.checksum(), epoch=self.schedule.epoch_at_end(stage),
+            strategy_checksum=self.strategy.checksum(), evaluation=int(self.is_evaluation(episode)),
+            epoch=self.schedule.epoch_at_end(stage),
             l_smooth=self.state.l_smooth, acc_smooth=self.state.acc_smooth, fdu_minibatches=fdu.minibatches,
             critic_loss=fdu.critic_loss, actor_loss=fdu.actor_loss, checkpoint_seconds=0.0,
             action=np.zeros(ACTION_DIM) if action is None else action.astype(np.float64),
             class_weight_mean=stats.class_weight_mean)
+
+    def judge_candidate(self, episode: int, accuracies: tuple[float, float]) -> None:
+        """End of an evaluation episode: the searchers' mean final validation accuracies decide whether its
+        actor becomes policy.h5 (written atomically by rank 0, before this stage's checkpoint)."""
+        everyone = np.array(self.dist.allgather_object(accuracies))
+        acc_target, acc_reference = (float(value) for value in everyone.mean(axis=0))
+        outcome = {"validation_gap": acc_target - acc_reference, "validation_acc_target": acc_target,
+                   "validation_acc_reference": acc_reference, "episode": episode}
+        better = self.selection.finish(outcome)
+        if better is not None and self.dist.is_root:
+            save_policy(self.run_dir / "policy.h5", better, self.settings, self.log_class_freq, outcome)
+            print(f"[law] evaluation episode {episode + 1}: validation gap {100 * outcome['validation_gap']:+.2f} "
+                  f"points (target {100 * acc_target:.2f} %, reference {100 * acc_reference:.2f} %), the best so far: "
+                  f"saved to {self.run_dir / 'policy.h5'}", flush=True)
 
     def checkpoint(self, row: StageRow) -> float:
         """This rank's checkpoint of the stage just finished; returns the seconds it took."""
@@ -293,16 +349,29 @@ class Search:
               f"(ckpt {mean['checkpoint_seconds']:.2f}s)", flush=True)
 
     def finish_episode(self, episode: int) -> None:
-        st = self.cfg.strategy
-        settings = {"stages": self.cfg.search.stages, "embed_dim": st.embed_dim, "hidden": st.hidden,
-                    "action_scale": st.action_scale, "density": st.density, "label_feature": st.label_feature,
-                    "weight_norm": st.weight_norm, "warmup_stages": self.cfg.search.warmup_stages,
-                    "num_classes": self.num_classes}
-        save_policy(self.run_dir / "policy.h5", self.strategy, settings, self.log_class_freq)
         summary = [row for row in episode_summary(read_stages(self.run_dir / "metrics.h5"))
                    if row["episode"] <= episode]
-        print(f"[law] episode {episode + 1} done; policy saved to {self.run_dir / 'policy.h5'}\n"
-              f"{summary_markdown(summary)}", flush=True)
+        print(f"[law] episode {episode + 1} done\n{summary_markdown(summary)}", flush=True)
+
+    def report_selection(self) -> None:
+        """The search's verdict, plainly: which actor policy.h5 holds, and whether it beat uniform training."""
+        best = self.selection.best
+        if best is None:
+            print("[law] no evaluation episode finished; no policy.h5 was written", flush=True)
+        elif best["validation_gap"] <= 0:
+            print(f"[law] WARNING: no evaluation episode's target beat its reference on the validation split (best "
+                  f"gap {100 * best['validation_gap']:+.2f} points, episode {best['episode'] + 1}). policy.h5 holds that "
+                  "actor, which is likely to hurt: search longer or change the strategy settings", flush=True)
+        else:
+            print(f"[law] policy.h5: the actor of evaluation episode {best['episode'] + 1}, validation gap "
+                  f"{100 * best['validation_gap']:+.2f} points over uniform training", flush=True)
+
+    def schedule_note(self) -> str:
+        """A deliberate difference between a search episode and the final training, or ""."""
+        if self.cfg.search_epochs == self.cfg.optim.epochs:
+            return ""
+        return (f"search.epochs={self.cfg.search_epochs} differs from optim.epochs={self.cfg.optim.epochs}: "
+                "episodes are not the final training; law_hpc.train will need train.allow_schedule_mismatch")
 
     def close(self) -> None:
         if self.pair is not None:

@@ -31,7 +31,7 @@ from .seeding import derive_seed
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m law_hpc.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="YAML config (default: configs/fmnist_noisy.yaml)")
+    parser.add_argument("--config", help="YAML config (default: configs/fmnist_noisy_mlp.yaml)")
     parser.add_argument("--run-dir", help="output directory; an existing one is resumed (default: runs/train-<time>)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--policy", help="a search's policy.h5: weight samples with the learned policy")
@@ -48,7 +48,7 @@ class Training:
     def __init__(self, cfg: Config, dist, run_dir: Path, resumed: bool):
         from .data import build_data
         from .methods import build_method
-        from .models import create_model
+        from .models import model_from_config
 
         self.cfg, self.dist, self.run_dir = cfg, dist, run_dir
         if cfg.deterministic:
@@ -57,7 +57,7 @@ class Training:
                                       world_size=dist.size, device=dist.device)
         data_parallel = dist.size > 1 and cfg.train.scale_lr  # lr x ranks, with at least one epoch of warm-up
         self.schedule = StageSchedule.from_config(
-            cfg, iterations_per_epoch=data.train.batches_per_epoch, epochs=cfg.train.epochs,
+            cfg, iterations_per_epoch=data.train.batches_per_epoch, epochs=cfg.optim.epochs,
             lr_scale=dist.size if cfg.train.scale_lr else 1,
             warmup_epochs=max(cfg.optim.warmup_epochs, 1.0) if data_parallel else cfg.optim.warmup_epochs)
         self.method = build_method(cfg, data)
@@ -65,7 +65,7 @@ class Training:
         def model_factory(variant: int = 0):
             with torch.random.fork_rng(devices=[]):  # the same initialisation for every method of a seed
                 torch.manual_seed(derive_seed(cfg.seed, "train-init", variant))
-                return create_model(cfg.model.name, data.num_classes, data.in_channels, data.image_size)
+                return model_from_config(cfg.model, data.num_classes, data.in_channels, data.image_size)
 
         def optimizer_factory(model):
             optimizer = torch.optim.SGD(model.parameters(), lr=self.schedule.base_lr, momentum=cfg.optim.momentum,
@@ -87,7 +87,7 @@ class Training:
     def _open_log(self) -> MetricsLog:
         path = self.run_dir / "train.h5"
         if self.epoch == 0:
-            attributes = run_attributes(self.cfg, self.dist, method=self.method.name, policy=self.cfg.train.policy)
+            attributes = run_attributes(self.cfg, self.dist, method=self.method.name, **self.method.log_attributes())
             return MetricsLog.create(path, train_layout(), attributes, self.data.report)
         print(f"[law-train] resumed {self.run_dir} after epoch {self.epoch}", flush=True)
         return MetricsLog.reopen(path, train_layout(), self.epoch)
@@ -108,7 +108,7 @@ class Training:
         cfg, schedule = self.cfg, self.schedule
         per_epoch = schedule.iterations_per_epoch
         batches = self.data.train.iterate(derive_seed(cfg.seed, "train-data"), start_step=self.epoch * per_epoch)
-        for epoch in range(self.epoch, cfg.train.epochs):
+        for epoch in range(self.epoch, cfg.optim.epochs):
             started = time.perf_counter()
             loss_sum, weights, samples = 0.0, [], 0
             for step in range(epoch * per_epoch, (epoch + 1) * per_epoch):
@@ -131,7 +131,7 @@ class Training:
             self.checkpoints.save((epoch, 0), {"method": self.method.state_dict()}, {"epoch": epoch})
             if self.dist.is_root:
                 self.log.append([row])
-                print(f"[law-train] {self.method.name} epoch {epoch + 1}/{cfg.train.epochs} lr {row.lr:.4g} "
+                print(f"[law-train] {self.method.name} epoch {epoch + 1}/{cfg.optim.epochs} lr {row.lr:.4g} "
                       f"loss {row.train_loss:.4f} test {row.test_acc:.4f} val {row.val_acc:.4f} "
                       f"w {row.weight_mean:.3f}±{row.weight_std:.3f} {row.samples_per_second:,.0f} samples/s",
                       flush=True)

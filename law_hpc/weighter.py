@@ -11,6 +11,7 @@ mean loss of the batches seen in each stage, acc_smooth the validation accuracie
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -36,6 +37,10 @@ class PolicyWeighter:
     def from_file(cls, path, class_counts=None, smoothing: float = 0.9) -> "PolicyWeighter":
         """Load policy.h5; `class_counts` (observed labels of YOUR training set) sets the label feature."""
         model, settings, log_class_freq = load_policy(path)
+        gap = settings.get("validation_gap")
+        if gap is not None and gap <= 0:
+            warnings.warn(f"{path}: this policy did not beat uniform training on its search's validation split "
+                          f"(final accuracy gap {100 * gap:+.2f} points); it is likely to hurt", stacklevel=2)
         if class_counts is not None:
             log_class_freq = log_class_frequencies(class_counts)
         return cls(model, settings, log_class_freq, smoothing)
@@ -76,6 +81,6 @@ class PolicyWeighter:
         self._loss_count += 1
         if stage < self.warmup_stages:
             return torch.ones(labels.shape[0], device=logits.device)
-        features = item_features(logits, labels, self.log_class_freq.to(logits.device),
-                                 self.settings["density"], self.settings["label_feature"])
+        features = item_features(logits, labels, self.log_class_freq.to(logits.device), self.settings["density"],
+                                 self.settings["label_feature"], self.settings["feature_norm"])
         return sample_weights(features, action.to(logits.device))

@@ -16,6 +16,6 @@
 #SBATCH --output=slurm-%x-%j.out
 
 LAW_MODULE=law_hpc.search
-LAW_CONFIG="${LAW_CONFIG:-configs/fmnist_noisy.yaml}"
+LAW_CONFIG="${LAW_CONFIG:-configs/fmnist_noisy_mlp.yaml}"
 LAW_RUN_NAME=search-fmnist
 source "${LAW_HPC_ROOT:-${SLURM_SUBMIT_DIR:-.}}/slurm/common.sh"

@@ -9,7 +9,7 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 
 
 def test_default_yaml_equals_builtin_defaults():
-    assert to_yaml(load_config(CONFIGS / "fmnist_noisy.yaml")) == to_yaml(Config())
+    assert to_yaml(load_config(CONFIGS / "fmnist_noisy_mlp.yaml")) == to_yaml(Config())
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -21,7 +21,8 @@ def test_every_shipped_config_loads_and_validates(path):
 def test_paper_settings_in_cifar_config():
     cfg = load_config(CONFIGS / "cifar10_noisy_resnet18.yaml")
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.1, 0.9, 2e-5)
-    assert cfg.optim.lr_decay_stages == [10, 13, 16] and cfg.search.stages == 20 and cfg.search.epochs == 200
+    assert cfg.optim.lr_decay_stages == [10, 13, 16] and cfg.search.stages == 20 and cfg.optim.epochs == 200
+    assert cfg.search_epochs == 200 and cfg.data.train_size == 0  # search episodes = the test-phase training
     assert (cfg.data.search_train_size, cfg.data.val_size, cfg.data.noise_rate) == (20000, 5000, 0.4)
     assert (cfg.strategy.actor_lr, cfg.strategy.critic_lr) == (1e-5, 1e-4)
 
@@ -43,6 +44,11 @@ def test_set_overrides_with_types():
     ("data.backend=tensorflow", "data.backend"),
     ("search.warmup_stages=50", "search.warmup_stages"),
     ("strategy.target_networks=3", "strategy.target_networks"),
+    ("strategy.feature_norm=minmax", "strategy.feature_norm"),
+    ("strategy.action_scale=0", "strategy.action_scale"),
+    ("strategy.action_scale=-2", "strategy.action_scale"),
+    ("strategy.action_bound=sigmoid", "strategy.action_bound"),
+    ("train.epochs=3", "train.epochs"),  # one epoch count: optim.epochs
 ])
 def test_bad_overrides_name_the_key(assignment, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):

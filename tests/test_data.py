@@ -251,7 +251,7 @@ def test_paper_configs_run_a_smoke_search_on_the_exports(exports, tmp_path, conf
     size = (["data.image_size=32", "data.per_class_images=20", "data.val_size=100"] if dataset == "imagenet"
             else ["data.search_train_size=400", "data.val_size=200"])
     overrides = [f"data.root={exports[dataset]}", *size, "data.batch_size=32", "data.eval_batch_size=100",
-                 "data.num_workers=1", "search.episodes=1", "search.epochs=1", "search.stages=2",
+                 "data.num_workers=1", "search.episodes=1", "optim.epochs=1", "search.stages=2",
                  "search.warmup_stages=1", "search.max_iters_per_epoch=4", "threads_per_rank=1"]
     proc = run_search(tmp_path, config=REPO / "configs" / config, overrides=overrides)
     assert proc.returncode == 0, proc.stderr[-2000:]

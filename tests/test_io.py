@@ -2,6 +2,7 @@
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import h5py
 import numpy as np
@@ -123,8 +124,10 @@ def test_open_metrics_rejects_foreign_and_truncated_files(tmp_path):
 
 
 def _settings(**over):
-    settings = {"stages": 4, "embed_dim": 3, "hidden": 8, "action_scale": 1.0, "density": "cosine",
-                "label_feature": "log_freq", "weight_norm": "mean", "warmup_stages": 1, "num_classes": 3}
+    settings = {"stages": 4, "embed_dim": 3, "hidden": 8, "action_scale": 1.0, "action_bound": "tanh",
+                "action_terms": ["loss", "entropy", "density", "label", "bias"],
+                "density": "cosine", "label_feature": "log_freq", "weight_norm": "mean", "feature_norm": "rank",
+                "warmup_stages": 1, "num_classes": 3, "epochs": 20, "lr_decay_stages": [10]}
     settings.update(over)
     return settings
 
@@ -150,3 +153,28 @@ def _foreign(tmp_path):
     with h5py.File(path, "w") as f:
         f["x"] = 1
     return path
+
+
+def test_policy_file_records_its_validation_outcome_and_a_losing_policy_warns(tmp_path):
+    torch.manual_seed(0)
+    model = StrategyModel(4, 3, 8, 1.0)
+    outcome = {"validation_gap": 0.031, "validation_acc_target": 0.85, "validation_acc_reference": 0.819, "episode": 7}
+    save_policy(tmp_path / "won.h5", model, _settings(), np.log([0.5, 0.25, 0.25]), outcome)
+    _, settings, _ = load_policy(tmp_path / "won.h5")
+    assert settings["validation_gap"] == pytest.approx(0.031) and settings["episode"] == 7
+    assert settings["lr_decay_stages"] == [10] and settings["feature_norm"] == "rank"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a winning policy loads silently
+        PolicyWeighter.from_file(tmp_path / "won.h5")
+    save_policy(tmp_path / "lost.h5", model, _settings(), np.log([0.5, 0.25, 0.25]),
+                {**outcome, "validation_gap": -0.012})
+    with pytest.warns(UserWarning, match=r"did not beat uniform training.*-1\.20 points"):
+        PolicyWeighter.from_file(tmp_path / "lost.h5")
+
+
+def test_an_older_policy_file_is_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "old.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "law_hpc.policy/1"
+    with pytest.raises(ValueError, match="older law_hpc policy file.*search again"):
+        load_policy(path)

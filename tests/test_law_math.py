@@ -183,3 +183,54 @@ def test_exploration_noise_decays_and_is_reproducible():
     assert not np.allclose(first, second)  # OU carries state across stages
     ou.reset()
     assert np.allclose(ou.sample(0, np.random.default_rng(1)), first)
+
+
+def test_rank_feature_normalisation_matches_a_hand_computation():
+    from law_hpc.law.features import batch_ranks
+    losses = torch.tensor([0.3, 2.5, 0.3, 9.0])  # a heavy tail and a tie
+    # ranks from 0, ties averaged: 0.3 and 0.3 share (0 + 1) / 2
+    assert torch.equal(batch_ranks(losses[:, None])[:, 0], torch.tensor([0.5, 2.0, 0.5, 3.0]))
+    logits = torch.zeros(4, 3)
+    labels = torch.zeros(4, dtype=torch.long)
+    logits[:, 0] = -losses  # cross-entropy grows with the loss column, so the loss feature ranks as `losses`
+    features = item_features(logits, labels, torch.zeros(3), norm="rank")
+    ranks = torch.tensor([0.5, 2.0, 0.5, 3.0])
+    expected = (ranks - ranks.mean()) / ranks.std(unbiased=False)  # centred [-1, 0.5, -1, 1.5], std 1.06
+    torch.testing.assert_close(features[:, 0], expected)
+    zscored = item_features(logits, labels, torch.zeros(3), norm="zscore")[:, 0]
+    assert zscored[3] > 1.6 and features[3, 0] < zscored[3]  # the tail sample is no outlier in rank space
+    with pytest.raises(ValueError, match="unknown feature normalisation"):
+        item_features(logits, labels, torch.zeros(3), norm="minmax")
+
+
+def test_action_bounds_terms_and_the_norm_penalty():
+    torch.manual_seed(0)
+    bounded = StrategyModel(stages=3, embed_dim=4, hidden=16, action_scale=2.0, action_bound="tanh")
+    with torch.no_grad():
+        bounded.actor.net[-1].bias.fill_(50.0)  # far beyond the bound before the tanh
+    action = bounded.act(1, (0.5, 0.5))
+    assert torch.all(action <= 2.0) and torch.all(action > 1.99)
+    unbounded = StrategyModel(stages=3, embed_dim=4, hidden=16, action_scale=2.0, action_bound="none",
+                              action_terms=("loss", "bias"))
+    with torch.no_grad():
+        unbounded.actor.net[-1].bias.fill_(50.0)
+    action = unbounded.act(1, (0.5, 0.5))
+    assert action[0] > 99 and action[4] > 99 and torch.all(action[1:4] == 0)  # only loss and bias move
+    unbounded.actor.make_constant([-4.0, 0, 0, 0, 0.5])
+    torch.testing.assert_close(unbounded.act(2, (1.0, 0.1)), torch.tensor([-4.0, 0, 0, 0, 0.5]))
+    with pytest.raises(ValueError, match="holds at 0"):
+        unbounded.actor.make_constant([0, 1.0, 0, 0, 0])
+    # With a critic that ignores the action, the penalty alone moves the actor: |a| shrinks.
+    ddpg = DDPG(unbounded, actor_lr=1e-2, critic_lr=0.0, gamma=0.9, tau=0.5, action_penalty=1.0)
+    with torch.no_grad():
+        for p in unbounded.critic.parameters():
+            p.zero_()
+    batch = {**_batch(done=1.0), "action": torch.zeros(1, 5)}
+    before = unbounded.act(1, (0.5, 0.3)).norm()
+    for _ in range(20):
+        ddpg.update_minibatch(batch)
+    assert unbounded.act(1, (0.5, 0.3)).norm() < before
+    without = StrategyModel(stages=3, embed_dim=4, hidden=16, action_scale=2.0, action_bound="none")
+    without.load_state_dict(unbounded.state_dict())
+    DDPG(without, actor_lr=1e-2, critic_lr=0.0, gamma=0.9, tau=0.5).update_minibatch(batch)
+    torch.testing.assert_close(without.act(1, (0.5, 0.3)), unbounded.act(1, (0.5, 0.3)))  # no penalty, no pull

@@ -325,7 +325,7 @@ def test_every_method_is_built_from_the_config_and_the_training_data():
     expected = class_balanced_weights(data.train_label_counts, cfg.train.class_balanced_beta)
     np.testing.assert_allclose(built["class_balanced"].class_weights.numpy(), expected, rtol=1e-6)
     assert np.array_equal(built["oracle"].clean_mask.numpy(), data.train_clean_mask)
-    assert built["self_paced"].total_epochs == cfg.train.epochs
+    assert built["self_paced"].total_epochs == cfg.optim.epochs
     cfg.train.method = "law"
     with pytest.raises(ValueError, match="needs a searched policy"):
         build_method(cfg, data)

@@ -127,7 +127,7 @@ def test_two_rank_preemption_of_one_rank_stops_both_and_resumes(tmp_path):
 
 def test_literal_command_default_config_new_run_dir_over_mpi(tmp_path):
     """`horovodrun -np N python -m law_hpc.search`: no --config, no --run-dir (made to run short by --set)."""
-    tiny = ["search.episodes=1", "search.epochs=1", "search.stages=2", "search.warmup_stages=1",
+    tiny = ["search.episodes=1", "optim.epochs=1", "search.stages=2", "search.warmup_stages=1",
             "data.search_train_size=512", "data.val_size=200"]
     proc = run_search(None, ranks=2, config=None, overrides=tiny, controller="mpi", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -136,7 +136,7 @@ def test_literal_command_default_config_new_run_dir_over_mpi(tmp_path):
     columns = read_stages(run_dir / "metrics.h5")
     assert len(columns["episode"]) == 2 * 2
     with h5py.File(run_dir / "metrics.h5") as f:
-        assert f.attrs["controller"] == "mpi" and "model:\n  name: small_cnn" in f.attrs["config_yaml"]
+        assert f.attrs["controller"] == "mpi" and "model:\n  name: mlp" in f.attrs["config_yaml"]
 
 
 def test_resume_refuses_other_config_and_world_size(tmp_path):
@@ -173,3 +173,45 @@ def test_non_finite_loss_stops_the_episode_and_is_recorded(tmp_path):
     assert buffer  # the replay buffer is in the checkpoint
     for name, array in buffer.items():
         assert np.isfinite(array).all(), name  # no NaN transition entered the buffer
+
+
+def test_policy_selection_keeps_the_best_evaluated_actor_not_the_last():
+    from law_hpc.engine.selection import PolicySelection
+    from law_hpc.law.policy import StrategyModel
+
+    strategy, selection = StrategyModel(4, 3, 8, 1.0), PolicySelection()
+    outcomes = [{"validation_gap": gap, "validation_acc_target": 0.8, "validation_acc_reference": 0.8 - gap,
+                 "episode": episode} for episode, gap in enumerate([0.01, 0.03, 0.02])]
+    kept = []
+    for outcome in outcomes:
+        selection.start(strategy)
+        with torch.no_grad():  # learning goes on between evaluations; the candidate is a frozen copy
+            strategy.actor.net[-1].bias.add_(1.0)
+        assert not torch.equal(selection.candidate.actor.net[-1].bias, strategy.actor.net[-1].bias)
+        kept.append(selection.finish(outcome))
+        assert selection.candidate is None
+    assert kept[0] is not None and kept[1] is not None and kept[2] is None  # 0.02 < 0.03: not saved
+    assert selection.best["episode"] == 1
+    restored = PolicySelection()
+    restored.load_state_dict(selection.state_dict(), strategy)
+    assert restored.best == selection.best and restored.candidate is None
+
+
+def test_a_search_built_to_lose_says_so_and_its_policy_warns(tmp_path):
+    """A frozen actor that weights up the highest-loss (mostly mislabelled) samples: the evaluation loses."""
+    from law_hpc.io.policy_file import load_policy, new_strategy_model, policy_settings, save_policy
+    from law_hpc.weighter import PolicyWeighter
+
+    unbounded = ["strategy.action_bound=none", "strategy.action_scale=1.0"]
+    settings = policy_settings(load_config(SMOKE, unbounded), 10)
+    losing = new_strategy_model(settings)
+    losing.actor.make_constant([8.0, 0.0, 0.0, 0.0, -2.0])  # K ~ 2 for the noisiest samples, ~0 for the rest
+    save_policy(tmp_path / "losing.h5", losing, settings, np.zeros(10))
+    proc = run_search(tmp_path / "run", overrides=unbounded + [f"strategy.init_policy={tmp_path / 'losing.h5'}",
+                                                                 "strategy.fdu_epochs=0", "search.episodes=1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "WARNING: no evaluation episode's target beat its reference" in proc.stdout
+    _, searched, _ = load_policy(tmp_path / "run" / "policy.h5")
+    assert searched["validation_gap"] < 0 and searched["episode"] == 0
+    with pytest.warns(UserWarning, match="did not beat uniform training on its search's validation split"):
+        PolicyWeighter.from_file(tmp_path / "run" / "policy.h5")

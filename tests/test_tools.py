@@ -8,7 +8,8 @@ import pytest
 
 from search_helpers import finished_smoke_search
 
-TOOLS = Path(__file__).resolve().parent.parent / "tools"
+REPO = Path(__file__).resolve().parent.parent
+TOOLS = REPO / "tools"
 
 
 @pytest.fixture(scope="module")
@@ -16,9 +17,9 @@ def metrics(tmp_path_factory):
     return finished_smoke_search(tmp_path_factory, "toolsrun") / "metrics.h5"
 
 
-def tool(name, *args):
+def tool(name, *args, timeout=120):
     return subprocess.run([sys.executable, str(TOOLS / name), *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=timeout)
 
 
 def test_summarize_prints_one_row_per_episode(metrics):
@@ -53,3 +54,18 @@ def test_tools_fail_clearly_on_foreign_and_truncated_files(tmp_path, metrics):
                          (tmp_path / "missing.h5", "no metrics file")):
         proc = tool("plot_loss_gap.py", bad)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_probe_policies_on_the_smoke_config(metrics, tmp_path):
+    """Fixed actions and a searched policy in the search environment, then in the test phase (--test)."""
+    policy = metrics.parent / "policy.h5"
+    proc = tool("probe_policies.py", "--config", REPO / "configs" / "smoke.yaml", "--out", tmp_path, "--seeds", 0,
+                "--action", "uniform", "--action", "loss=-2", "--policy", policy, "--test",
+                "--set", "data.train_size=1024", "--set", "data.test_size=500", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert {"uniform", "loss=-2", str(policy)} <= set(rows)
+    assert rows["uniform"].split("|")[2].strip().startswith("+0.000")  # uniform: target == reference, no reward
+    assert "Spearman(search reward sum, test accuracy)" in proc.stdout and (tmp_path / "probe.md").is_file()
+    bad = tool("probe_policies.py", "--config", REPO / "configs" / "smoke.yaml", "--out", tmp_path, "--action", "lr=3")
+    assert bad.returncode == 2 and "'lr' is not one of" in bad.stderr

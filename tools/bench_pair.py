@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Threads vs sequential for the target/reference pair, side by side in one run.
 
-    python tools/bench_pair.py [--config configs/fmnist_noisy.yaml] [--iterations 60] [--threads 1 2]
+    python tools/bench_pair.py [--config configs/fmnist_noisy_mlp.yaml] [--iterations 60] [--threads 1 2]
 
 Runs the default config's pair on real batches, weighted (features + K on the target), with torch
 limited to each --threads value (1 = what each of 2 ranks gets on a 2-core node).
@@ -17,18 +17,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from law_hpc.config import load_config  # noqa: E402
 from law_hpc.data import build_data  # noqa: E402
 from law_hpc.engine.pair import ClassifierPair, FeatureSettings  # noqa: E402
-from law_hpc.models import create_model  # noqa: E402
+from law_hpc.models import model_from_config  # noqa: E402
 
 
 def samples_per_second(cfg, data, mode: str, iterations: int) -> float:
-    factory = lambda: create_model(cfg.model.name, data.num_classes, data.in_channels, data.image_size)
+    factory = lambda: model_from_config(cfg.model, data.num_classes, data.in_channels, data.image_size)
     pair = ClassifierPair.create(factory, 0, torch.device("cpu"), 0.05, 0.9, 2e-5, mode)
     features = FeatureSettings(torch.zeros(data.num_classes))
     action = torch.tensor([-0.5, 0.1, 0.1, 0.0, 0.0])
     batches = data.train.iterate(0)
-    pair.train_stage(batches, 5, lambda s: 0.05, 0, action, features, data.num_classes)  # warm-up
+    pair.train_stage(batches, range(5), lambda s: 0.05, action, features)  # warm-up
     started = time.perf_counter()
-    stats = pair.train_stage(batches, iterations, lambda s: 0.05, 0, action, features, data.num_classes)
+    stats = pair.train_stage(batches, range(iterations), lambda s: 0.05, action, features)
     elapsed = time.perf_counter() - started
     pair.close()
     return stats.samples / elapsed
@@ -36,7 +36,7 @@ def samples_per_second(cfg, data, mode: str, iterations: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs/fmnist_noisy.yaml"))
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs/fmnist_noisy_mlp.yaml"))
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)

@@ -1,14 +1,18 @@
 """The test-phase benchmark: search once per setting, then train every method for several seeds.
 
-    python tools/run_benchmark.py --out runs/benchmark            # the README table (about an hour here)
-    python tools/run_benchmark.py --out /tmp/b --seeds 0 --epochs 2 --train-size 1000 --episodes 1   # a trial
+    python tools/run_benchmark.py --out runs/benchmark            # the README table (a few hours here)
+    python tools/run_benchmark.py --out /tmp/b --settings noisy_mlp --seeds 0 --searcher-episodes 4   # a trial
+    python tools/run_benchmark.py --settings noisy_mlp --methods law --search-ranks 1 2 4   # what N_a buys
 
-Settings (Fashion-MNIST, small CNN): `noisy` = 40 % symmetric label noise (uniform_mix); `longtail` =
-clean labels, long-tailed classes (imbalance factor 100). Every method trains on the same split, data
-order, augmentation and lr schedule (law_hpc.train); LAW uses the policy its own search found on the
-same setting. Nothing is tuned on the test set. The markdown table (final-epoch test accuracy, mean
-+- std over seeds, best-epoch accuracy beside it, CPU-minutes) is rewritten after every finished run,
-so an interrupted benchmark keeps what it measured; re-running skips finished runs.
+Settings (Fashion-MNIST, 10k noisy training images, 20 epochs, the schedule of the configs):
+`noisy_mlp` = 40 % symmetric noise (uniform_mix), the MLP that memorises noisy labels; `noisy` = the
+same noise, the small CNN; `longtail` = clean labels, long-tailed classes (imbalance factor 100), the
+small CNN. Every method trains on the same split, data order and lr schedule (law_hpc.train); LAW uses
+the policy its own search found on the same setting (a search of `--searcher-episodes` searcher-episodes
+split over N_a = --search-ranks searchers), and on `noisy` also the policy searched on `noisy_mlp`
+(transfer to another network). Nothing is tuned on the test set. The markdown table (final-epoch test
+accuracy, mean +- std over seeds, best epoch beside it, CPU-minutes) is rewritten after every finished
+run, so an interrupted benchmark keeps what it measured; re-running skips finished runs.
 """
 from __future__ import annotations
 
@@ -27,26 +31,30 @@ PYTHON = sys.executable
 HOROVODRUN = str(Path(PYTHON).parent / "horovodrun")
 METHODS = ["uniform", "focal", "class_balanced", "self_paced", "coteaching", "l2rw", "mwnet", "law", "oracle"]
 SETTINGS = {
-    "noisy": ["data.noise_mode=uniform_mix", "data.noise_rate=0.4", "data.imbalance=none",
-              "train.forget_rate=0.4"],
-    "longtail": ["data.noise_mode=none", "data.noise_rate=0.0", "data.imbalance=long_tail",
-                 "data.imbalance_factor=100", "train.forget_rate=0.1"],
+    "noisy_mlp": {"config": "fmnist_noisy_mlp.yaml", "overrides": ["train.forget_rate=0.4"],
+                  "title": "MLP, 40 % symmetric label noise (memorising)", "searcher_episodes": 80},
+    "noisy": {"config": "fmnist_noisy.yaml", "overrides": ["train.forget_rate=0.4"],
+              "title": "small CNN, 40 % symmetric label noise", "searcher_episodes": 32},
+    "longtail": {"config": "fmnist_noisy.yaml",
+                 "overrides": ["data.noise_mode=none", "data.noise_rate=0.0", "data.imbalance=long_tail",
+                               "data.imbalance_factor=100", "train.forget_rate=0.1"],
+                 "title": "small CNN, clean labels, long-tailed classes (imbalance factor 100)", "searcher_episodes": 32},
 }
-TITLES = {"noisy": "40 % symmetric label noise", "longtail": "long-tailed, imbalance factor 100"}
+TRANSFER = {"noisy": "noisy_mlp"}  # setting -> the setting whose searched policy it also trains with
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/benchmark", help="output directory (resumable)")
-    parser.add_argument("--config", default=str(REPO / "configs" / "fmnist_noisy.yaml"))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=20, help="test-phase epochs")
-    parser.add_argument("--train-size", type=int, default=10000, help="test-phase training images")
-    parser.add_argument("--episodes", type=int, default=8, help="search episodes (LAW)")
-    parser.add_argument("--search-ranks", type=int, default=2, help="searchers (horovodrun -np)")
+    parser.add_argument("--searcher-episodes", type=int, default=0,
+                        help="episodes x searchers of each LAW search (0 = the setting's default)")
+    parser.add_argument("--search-ranks", nargs="+", type=int, default=[2],
+                        help="N_a of the LAW searches: one law row per value (horovodrun -np)")
     parser.add_argument("--jobs", type=int, default=2, help="trainings run side by side (1 thread each)")
+    parser.add_argument("--table", default="results.md", help="the markdown table's file name in --out")
     parser.add_argument("--set", action="append", default=[], help="extra config override for every run")
     return parser.parse_args(argv)
 
@@ -61,32 +69,36 @@ def run_logged(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - started
 
 
-def search(args, setting: str, out: Path) -> tuple[Path, float]:
-    """The LAW search of one setting; (policy.h5, CPU-minutes)."""
-    run_dir = out / setting / "search"
+def config_args(setting: str, extra: list[str]) -> list[str]:
+    spec = SETTINGS[setting]
+    overrides = spec["overrides"] + ["threads_per_rank=1"] + extra
+    return ["--config", str(REPO / "configs" / spec["config"])] + [x for o in overrides for x in ("--set", o)]
+
+
+def search(args, setting: str, ranks: int, out: Path) -> tuple[Path, float]:
+    """The LAW search of one setting with `ranks` searchers; (policy.h5, CPU-minutes of all searchers)."""
+    total = args.searcher_episodes or SETTINGS[setting]["searcher_episodes"]
+    run_dir = out / setting / f"search-np{ranks}"
     policy, cost_file = run_dir / "policy.h5", run_dir / "cpu_minutes.txt"
     if not cost_file.exists():
-        overrides = SETTINGS[setting] + [f"search.episodes={args.episodes}", "threads_per_rank=1"] + args.set
-        cmd = [HOROVODRUN, "-np", str(args.search_ranks), "-H", f"localhost:{args.search_ranks}", PYTHON, "-m",
-               "law_hpc.search", "--config", args.config, "--run-dir", str(run_dir)]
-        cmd += [item for assignment in overrides for item in ("--set", assignment)]
+        episodes = max(1, total // ranks)
+        launcher = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}"] if ranks > 1 else []
+        cmd = launcher + [PYTHON, "-m", "law_hpc.search", "--run-dir", str(run_dir)] + config_args(
+            setting, [f"search.episodes={episodes}"] + args.set)
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        seconds = run_logged(cmd, out / setting / "search.log")
-        cost_file.write_text(f"{seconds * args.search_ranks / 60:.3f}\n")
+        seconds = run_logged(cmd, out / setting / f"search-np{ranks}.log")
+        cost_file.write_text(f"{seconds * ranks / 60:.3f}\n")
     return policy, float(cost_file.read_text())
 
 
-def train(args, setting: str, method: str, seed: int, policy: Path, out: Path) -> dict:
+def train(args, setting: str, row: str, method: str, seed: int, policy: Path | None, out: Path) -> dict:
     """One test-phase training; {'final', 'best', 'cpu_minutes'}."""
-    run_dir = out / setting / f"{method}-seed{seed}"
+    run_dir = out / setting / f"{row.replace(' ', '_')}-seed{seed}"
     result_file = run_dir / "result.npy"
     if not result_file.exists():
-        overrides = SETTINGS[setting] + [f"seed={seed}", f"train.epochs={args.epochs}",
-                                         f"data.train_size={args.train_size}", "threads_per_rank=1"] + args.set
-        cmd = [PYTHON, "-m", "law_hpc.train", "--config", args.config, "--run-dir", str(run_dir)]
+        cmd = [PYTHON, "-m", "law_hpc.train", "--run-dir", str(run_dir)] + config_args(setting, [f"seed={seed}"] + args.set)
         cmd += ["--policy", str(policy)] if method == "law" else ["--method", method]
-        cmd += [item for assignment in overrides for item in ("--set", assignment)]
-        seconds = run_logged(cmd, out / setting / f"{method}-seed{seed}.log")
+        seconds = run_logged(cmd, out / setting / f"{row.replace(' ', '_')}-seed{seed}.log")
         with h5py.File(run_dir / "train.h5", "r") as log:
             test_acc = log["epochs/test_acc"][()]
         np.save(result_file, np.array([test_acc[-1], test_acc.max(), seconds / 60]))
@@ -94,23 +106,23 @@ def train(args, setting: str, method: str, seed: int, policy: Path, out: Path) -
     return {"final": final, "best": best, "cpu_minutes": minutes}
 
 
-def table(results: dict, search_cost: dict, args) -> str:
-    lines = [f"Fashion-MNIST, small CNN, {args.train_size} training images, {args.epochs} epochs; "
-             f"test accuracy (%) at the final epoch, mean ± std over seeds; best epoch beside it.", ""]
+def table(results: dict, search_cost: dict, rows: dict, args) -> str:
+    lines = ["Fashion-MNIST, 10,000 noisy training images, 20 epochs; test accuracy (%) at the final epoch, "
+             "mean ± std over seeds; best epoch beside it.", ""]
     for setting in args.settings:
-        lines += [f"**{TITLES[setting]}**", "", "| method | final epoch | best epoch | seeds | CPU-min |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
-        for method in args.methods:
-            runs = results.get((setting, method), [])
+        lines += [f"**{SETTINGS[setting]['title']}** (`{setting}`)", "",
+                  "| method | final epoch | best epoch | seeds | CPU-min |", "| --- | ---: | ---: | ---: | ---: |"]
+        for row in rows.get(setting, []):
+            runs = results.get((setting, row), [])
             if not runs:
                 continue
             final = 100 * np.array([r["final"] for r in runs])
             best = 100 * np.array([r["best"] for r in runs])
-            minutes = np.mean([r["cpu_minutes"] for r in runs]) + (search_cost.get(setting, 0.0) if method == "law" else 0)
-            lines.append(f"| {method} | {final.mean():.1f} ± {final.std():.1f} | {best.mean():.1f} ± {best.std():.1f} "
+            minutes = np.mean([r["cpu_minutes"] for r in runs]) + search_cost.get((setting, row), 0.0)
+            lines.append(f"| {row} | {final.mean():.1f} ± {final.std():.1f} | {best.mean():.1f} ± {best.std():.1f} "
                          f"| {len(runs)} | {minutes:.1f} |")
         lines.append("")
-    lines.append("CPU-min: one training's CPU time; for law, the search's (all searchers) is added.")
+    lines.append("CPU-min: one training's CPU time; for law, its search's (all searchers) is added.")
     return "\n".join(lines) + "\n"
 
 
@@ -118,26 +130,36 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    results, search_cost = {}, {}
+    results, search_cost, rows, policies = {}, {}, {}, {}
 
     def finish(key, result):
         results.setdefault(key, []).append(result)
-        (out / "results.md").write_text(table(results, search_cost, args))
+        (out / args.table).write_text(table(results, search_cost, rows, args))
         print(f"[benchmark] {key[0]} {key[1]}: final {100 * result['final']:.1f} % best {100 * result['best']:.1f} %",
               flush=True)
 
     for setting in args.settings:
-        policy = None
-        if "law" in args.methods:
-            print(f"[benchmark] {setting}: searching ({args.episodes} episodes, {args.search_ranks} ranks)", flush=True)
-            policy, search_cost[setting] = search(args, setting, out)
-        jobs = [(method, seed) for seed in args.seeds for method in args.methods]
+        jobs = []  # (row name, method, policy)
+        for method in args.methods:
+            if method != "law":
+                jobs.append((method, method, None))
+                continue
+            for ranks in args.search_ranks:
+                print(f"[benchmark] {setting}: searching with {ranks} searcher(s)", flush=True)
+                row = "law" if ranks == args.search_ranks[0] else f"law N_a={ranks}"
+                policies[(setting, ranks)], search_cost[(setting, row)] = search(args, setting, ranks, out)
+                jobs.append((row, "law", policies[(setting, ranks)]))
+            source = TRANSFER.get(setting)
+            if source and (source, args.search_ranks[0]) in policies:
+                jobs.append((f"law (policy of {source})", "law", policies[(source, args.search_ranks[0])]))
+        rows[setting] = [row for row, _, _ in jobs]
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = {pool.submit(train, args, setting, method, seed, policy, out): method for method, seed in jobs}
-            for future, method in futures.items():
-                finish((setting, method), future.result())
-    print(f"[benchmark] table: {out / 'results.md'}\n")
-    print((out / "results.md").read_text())
+            futures = {pool.submit(train, args, setting, row, method, seed, policy, out): row
+                       for seed in args.seeds for row, method, policy in jobs}
+            for future, row in futures.items():
+                finish((setting, row), future.result())
+    print(f"[benchmark] table: {out / args.table}\n")
+    print((out / args.table).read_text())
     return 0
 
 

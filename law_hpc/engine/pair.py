@@ -33,6 +33,7 @@ class FeatureSettings:
     density: str = "cosine"
     label_feature: str = "log_freq"
     weight_norm: str = "mean"
+    feature_norm: str = "zscore"
 
     @property
     def num_classes(self) -> int:
@@ -103,7 +104,8 @@ class ClassifierPair:
             loss = per_sample_loss.mean()
         else:
             # K_T(f, theta_T) on features of the target's own forward pass (Eq. 3, 6), no gradient.
-            f = item_features(logits, labels, features.log_class_freq, features.density, features.label_feature)
+            f = item_features(logits, labels, features.log_class_freq, features.density, features.label_feature,
+                              features.feature_norm)
             weights = sample_weights(f, action)
             loss = weighted_mean_loss(per_sample_loss, weights, features.weight_norm)  # Eq. 7
         optimizer.zero_grad(set_to_none=True)

@@ -42,6 +42,8 @@ class StageRow:
     stage_seconds: float
     samples_per_second: float
     strategy_checksum: int
+    evaluation: int
+    """1 in an evaluation episode (the deterministic actor, no exploration noise)."""
     epoch: float
     l_smooth: float
     acc_smooth: float

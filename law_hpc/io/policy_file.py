@@ -1,7 +1,9 @@
 """DIR/policy.h5: the trained strategy model without the critic: enough to weight a new training run.
 
-Datasets /encoder/<param> and /actor/<param> hold the stage embedding and actor parameters; attributes
-hold their shapes' settings and the feature settings the policy was searched with.
+Datasets /encoder/<param> and /actor/<param> hold the stage embedding and actor parameters. Attributes
+hold the network shapes, the feature settings, the schedule the policy was searched on (epochs, stages,
+warm-up, lr decay stages: a training on another schedule sees other stages) and how the policy did on
+its search's validation split (the evaluation episode that chose it).
 """
 from __future__ import annotations
 
@@ -14,19 +16,45 @@ import torch
 
 from ..law.policy import StrategyModel
 
-MAGIC = "law_hpc.policy/1"
-SETTINGS = ("stages", "embed_dim", "hidden", "action_scale", "density", "label_feature", "weight_norm",
-            "warmup_stages", "num_classes")
+MAGIC = "law_hpc.policy/2"
+SETTINGS = ("stages", "embed_dim", "hidden", "action_scale", "action_bound", "action_terms", "density", "label_feature",
+            "weight_norm", "feature_norm", "warmup_stages", "num_classes", "epochs", "lr_decay_stages")
+"""What a policy needs to act as it did in its search."""
+OUTCOME = ("validation_gap", "validation_acc_target", "validation_acc_reference", "episode")
+"""The evaluation episode that chose the policy: final validation accuracy of target and reference
+(mean over searchers), their gap, and the episode (0-based)."""
 
 
-def save_policy(path: str | Path, model: StrategyModel, settings: dict, log_class_freq: np.ndarray) -> None:
-    """Write atomically (temp file + rename); `settings` holds every key of SETTINGS."""
+def policy_settings(cfg, num_classes: int) -> dict:
+    """SETTINGS of a policy searched with `cfg`."""
+    st = cfg.strategy
+    return {"stages": cfg.search.stages, "embed_dim": st.embed_dim, "hidden": st.hidden,
+            "action_scale": st.action_scale, "action_bound": st.action_bound,
+            "action_terms": list(st.action_terms), "density": st.density,
+            "label_feature": st.label_feature, "weight_norm": st.weight_norm, "feature_norm": st.feature_norm,
+            "warmup_stages": cfg.search.warmup_stages, "num_classes": num_classes, "epochs": cfg.search_epochs,
+            "lr_decay_stages": list(cfg.optim.lr_decay_stages)}
+
+
+def new_strategy_model(settings: dict) -> StrategyModel:
+    """A StrategyModel of the shapes in `settings`."""
+    return StrategyModel(int(settings["stages"]), int(settings["embed_dim"]), int(settings["hidden"]),
+                         float(settings["action_scale"]), str(settings["action_bound"]), tuple(settings["action_terms"]))
+
+
+def save_policy(path: str | Path, model: StrategyModel, settings: dict, log_class_freq: np.ndarray,
+                outcome: dict | None = None) -> None:
+    """Write atomically (temp file + rename); `settings` holds every key of SETTINGS, `outcome` those of OUTCOME."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with h5py.File(temporary, "w") as file:
         file.attrs["format"] = MAGIC
         for key in SETTINGS:
-            file.attrs[key] = settings[key]
+            value = settings[key]
+            file.attrs[key] = ",".join(value) if key == "action_terms" else (
+                np.asarray(value, dtype=np.int64) if key == "lr_decay_stages" else value)
+        for key, value in (outcome or {}).items():
+            file.attrs[key] = value
         for part in ("encoder", "actor"):
             for name, tensor in getattr(model, part).state_dict().items():
                 file.create_dataset(f"{part}/{name}", data=tensor.detach().cpu().numpy())
@@ -35,8 +63,17 @@ def save_policy(path: str | Path, model: StrategyModel, settings: dict, log_clas
     os.replace(temporary, path)
 
 
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return [int(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
+
+
 def load_policy(path: str | Path) -> tuple[StrategyModel, dict, np.ndarray]:
-    """(strategy model with encoder + actor loaded, settings, log_class_freq). Clear errors on foreign files."""
+    """(strategy model with encoder + actor loaded, settings and outcome, log_class_freq). Clear errors on
+    foreign or outdated files."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no policy file at {path}")
@@ -45,13 +82,14 @@ def load_policy(path: str | Path) -> tuple[StrategyModel, dict, np.ndarray]:
     except OSError as err:
         raise ValueError(f"{path} is not a readable HDF5 file: {err}") from None
     with file:
-        if file.attrs.get("format") != MAGIC:
-            raise ValueError(f"{path} is not a law_hpc policy file")
-        settings = {key: file.attrs[key].item() if hasattr(file.attrs[key], "item") else file.attrs[key]
-                    for key in SETTINGS}
-        settings = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in settings.items()}
-        model = StrategyModel(int(settings["stages"]), int(settings["embed_dim"]), int(settings["hidden"]),
-                              float(settings["action_scale"]))
+        found = file.attrs.get("format")
+        if found != MAGIC:
+            older = isinstance(found, str) and found.startswith("law_hpc.policy/")
+            raise ValueError(f"{path} is {'an older law_hpc policy file (' + found + ')' if older else 'not a law_hpc policy file'}"
+                             f"{'; search again with this version' if older else ''}")
+        settings = {key: _plain(file.attrs[key]) for key in SETTINGS + OUTCOME if key in file.attrs}
+        settings["action_terms"] = [term for term in settings["action_terms"].split(",") if term]
+        model = new_strategy_model(settings)
         for part in ("encoder", "actor"):
             state = {name: torch.from_numpy(file[f"{part}/{name}"][()]) for name in
                      getattr(model, part).state_dict()}
@@ -59,3 +97,11 @@ def load_policy(path: str | Path) -> tuple[StrategyModel, dict, np.ndarray]:
         log_class_freq = file["log_class_freq"][()]
     model.eval()
     return model, settings, log_class_freq
+
+
+def schedule_differences(settings: dict, cfg) -> list[str]:
+    """How the schedule a policy was searched on differs from the training `cfg` describes ([] = none)."""
+    training = {"epochs": cfg.optim.epochs, "stages": cfg.search.stages, "warmup_stages": cfg.search.warmup_stages,
+                "lr_decay_stages": list(cfg.optim.lr_decay_stages)}
+    return [f"{key} {settings[key]} (searched) vs {value} (this training)" for key, value in training.items()
+            if settings[key] != value]

@@ -110,9 +110,11 @@ class DDPG:
 
     def __init__(self, model: StrategyModel, actor_lr: float, critic_lr: float, gamma: float, tau: float,
                  target_networks: bool = True,
-                 average_gradients: Callable[[list[torch.nn.Parameter]], None] = lambda params: None):
+                 average_gradients: Callable[[list[torch.nn.Parameter]], None] = lambda params: None,
+                 action_penalty: float = 0.0):
         self.model = model
         self.gamma, self.tau, self.target_networks = gamma, tau, target_networks
+        self.action_penalty = action_penalty
         self.average_gradients = average_gradients
         self.actor_params = model.actor_parameters()  # theta^mu and e_T
         self.critic_params = list(model.critic.parameters())  # theta^Q
@@ -141,7 +143,10 @@ class DDPG:
         target = self.td_target(batch)
         state = m.encoder(batch["stage"], batch["scalars"])
         critic_loss = F.mse_loss(m.critic(state.detach(), batch["action"]), target)
-        actor_loss = -m.critic(state, m.actor(state)).mean()
+        action = m.actor(state)
+        actor_loss = -m.critic(state, action).mean()
+        if self.action_penalty:  # keeps an unbounded actor's output finite (the authors' 0.001 |a|)
+            actor_loss = actor_loss + self.action_penalty * action.norm(dim=-1).mean()
         critic_grads = torch.autograd.grad(critic_loss, self.critic_params)
         actor_grads = torch.autograd.grad(actor_loss, self.actor_params)
         params = self.critic_params + self.actor_params

@@ -1,4 +1,10 @@
-"""Item features f = [loss, entropy, density, label] (paper Eq. 6), z-scored per batch."""
+"""Item features f = [loss, entropy, density, label] (paper Eq. 6), normalised per batch.
+
+Normalisation (`norm`): "zscore" (the paper: mean 0, std 1 over the batch) or "rank" (each feature
+replaced by its within-batch rank, ties averaged, then z-scored). Losses on noisy labels are heavy-tailed:
+a z-score puts a weight's threshold where the few largest losses drag the mean and std, a rank puts it at
+a fixed fraction of the batch whatever the tail.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -33,6 +39,15 @@ def batch_density(logits: torch.Tensor, similarity: str = "cosine") -> torch.Ten
     return (sim.sum(dim=1) - sim.diagonal()) / max(batch - 1, 1)
 
 
+def batch_ranks(columns: torch.Tensor) -> torch.Tensor:
+    """Per-column rank within the batch, from 0, ties sharing their average rank: [B, F] -> [B, F]."""
+    values = columns.T.contiguous()  # [F, B]
+    ordered = values.sort(dim=1).values
+    first = torch.searchsorted(ordered, values, right=False)  # entries smaller than each entry
+    after = torch.searchsorted(ordered, values, right=True)  # ... plus those equal to it
+    return ((first + after - 1).to(columns.dtype) / 2.0).T
+
+
 def zscore(columns: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Per-column (mean 0, std 1) over the batch; a constant column becomes 0."""
     mean = columns.mean(dim=0, keepdim=True)
@@ -47,6 +62,7 @@ def item_features(
     log_class_freq: torch.Tensor,
     density: str = "cosine",
     label_feature: str = "log_freq",
+    norm: str = "zscore",
 ) -> torch.Tensor:
     """[B, 4] normalised features of a batch from the target net's logits (no gradient).
 
@@ -64,4 +80,9 @@ def item_features(
         label = labels.float()
     else:
         raise ValueError(f"unknown label feature '{label_feature}'")
-    return zscore(torch.stack([per_sample_loss, entropy, dens, label], dim=1))
+    features = torch.stack([per_sample_loss, entropy, dens, label], dim=1)
+    if norm == "rank":
+        features = batch_ranks(features)
+    elif norm != "zscore":
+        raise ValueError(f"unknown feature normalisation '{norm}'")
+    return zscore(features)

@@ -7,9 +7,11 @@ import hashlib
 import torch
 from torch import nn
 
-from .features import NUM_FEATURES
+from .features import FEATURE_NAMES, NUM_FEATURES
 
 ACTION_DIM = NUM_FEATURES + 1  # a_T = [theta_T (4), b]
+ACTION_TERMS = FEATURE_NAMES + ("bias",)
+"""The names of a_T's entries: the feature each theta multiplies, then b."""
 STATE_SCALARS = 2  # l_smooth, acc_smooth
 
 
@@ -41,19 +43,41 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 4) -> nn.Sequentia
 
 
 class Actor(nn.Module):
-    """mu(s_T | theta^mu) -> a_T = [theta_T, b] (Eq. 4), bounded by action_scale * tanh."""
+    """mu(s_T | theta^mu) -> a_T = [theta_T, b] (Eq. 4): action_scale * tanh(net) ("tanh", bounded) or
+    action_scale * net ("none", unbounded, as the authors' code). Entries not in `terms` are held at 0."""
 
-    def __init__(self, state_dim: int, hidden: int, action_scale: float):
+    def __init__(self, state_dim: int, hidden: int, action_scale: float, bound: str = "tanh",
+                 terms=ACTION_TERMS):
         super().__init__()
+        if bound not in ("tanh", "none"):
+            raise ValueError(f"unknown action bound '{bound}'")
+        unknown = set(terms) - set(ACTION_TERMS)
+        if unknown:
+            raise ValueError(f"unknown action terms {sorted(unknown)}; known: {', '.join(ACTION_TERMS)}")
         self.net = mlp(state_dim, hidden, ACTION_DIM)
-        self.action_scale = action_scale
+        self.action_scale, self.bound = action_scale, bound
+        self.register_buffer("mask", torch.tensor([float(term in terms) for term in ACTION_TERMS]))
         # Start near the uniform policy (K = 1): a small last layer gives actions close to 0.
         with torch.no_grad():
             self.net[-1].weight.mul_(0.01)
             self.net[-1].bias.zero_()
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.action_scale * torch.tanh(self.net(state))
+        out = self.net(state)
+        return self.action_scale * self.mask * (torch.tanh(out) if self.bound == "tanh" else out)
+
+    @torch.no_grad()
+    def make_constant(self, action) -> None:
+        """Make mu(s) = `action` for every state (a fixed policy, e.g. for probing); inside the bounds."""
+        action = torch.as_tensor(action, dtype=torch.float32) / self.action_scale
+        if torch.any((action != 0) & (self.mask == 0)):
+            raise ValueError(f"action {action.tolist()} uses terms this actor holds at 0")
+        if self.bound == "tanh":
+            if action.abs().max() >= 1:
+                raise ValueError(f"action {action.tolist()} x {self.action_scale} is outside the tanh bound")
+            action = torch.atanh(action)
+        self.net[-1].weight.zero_()
+        self.net[-1].bias.copy_(action)
 
 
 class Critic(nn.Module):
@@ -86,10 +110,11 @@ class StageEncoder(nn.Module):
 class StrategyModel(nn.Module):
     """Everything the searchers share: encoder + actor (trained together), critic, target copies."""
 
-    def __init__(self, stages: int, embed_dim: int, hidden: int, action_scale: float):
+    def __init__(self, stages: int, embed_dim: int, hidden: int, action_scale: float, action_bound: str = "tanh",
+                 action_terms=ACTION_TERMS):
         super().__init__()
         self.encoder = StageEncoder(stages, embed_dim)
-        self.actor = Actor(self.encoder.state_dim, hidden, action_scale)
+        self.actor = Actor(self.encoder.state_dim, hidden, action_scale, action_bound, action_terms)
         self.critic = Critic(self.encoder.state_dim, hidden)
         # Target copies mu', Q' (and the encoder mu' sees) follow by soft updates.
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)

@@ -77,6 +77,10 @@ class WeightingMethod:
         """Called at every stage end; `val_accuracy()` evaluates the model on the validation split (only
         methods that use it pay for it)."""
 
+    def log_attributes(self) -> dict:
+        """Extra attributes of train.h5 that describe this method's run (LAW: its policy)."""
+        return {}
+
     def eval_model(self) -> torch.nn.Module:
         return self.model
 

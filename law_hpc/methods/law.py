@@ -1,6 +1,7 @@
 """A learned LAW policy in the test phase: the searched actor weights a fresh network's training."""
 from __future__ import annotations
 
+from ..io.policy_file import schedule_differences
 from ..weighter import PolicyWeighter
 from .base import WeightingMethod
 
@@ -11,20 +12,31 @@ class LawPolicy(WeightingMethod):
     name = "law"
 
     def __init__(self, policy_path, class_counts, total_epochs: float):
+        self.policy_path = str(policy_path)
         self.weighter = PolicyWeighter.from_file(policy_path, class_counts=class_counts)
         self.weight_norm = self.weighter.settings["weight_norm"]
         self.total_epochs = total_epochs
+        self.schedule_differences: list[str] = []
 
     @classmethod
     def from_config(cls, cfg, data) -> "LawPolicy":
         if not cfg.train.policy:
             raise ValueError("train.method=law needs a searched policy: --policy RUN/policy.h5 (or train.policy)")
-        method = cls(cfg.train.policy, data.train_label_counts, cfg.train.epochs)
+        method = cls(cfg.train.policy, data.train_label_counts, cfg.optim.epochs)
         searched_classes = int(method.weighter.settings["num_classes"])
         if searched_classes != data.num_classes:
             raise ValueError(f"{cfg.train.policy} was searched with {searched_classes} classes, "
                              f"this data has {data.num_classes}")
+        method.schedule_differences = schedule_differences(method.weighter.settings, cfg)
+        if method.schedule_differences and not cfg.train.allow_schedule_mismatch:
+            raise ValueError(f"{cfg.train.policy} was searched on another schedule ("
+                             f"{'; '.join(method.schedule_differences)}): its stages would not be this training's. "
+                             "Train on the policy's schedule, or set train.allow_schedule_mismatch=true")
         return method
+
+    def log_attributes(self) -> dict:
+        return {"policy": self.policy_path, "schedule_mismatch": "; ".join(self.schedule_differences),
+                "policy_validation_gap": float(self.weighter.settings.get("validation_gap", float("nan")))}
 
     def sample_weights(self, logits, batch, epoch):
         stage = self.weighter.stage_of(epoch, self.total_epochs)

@@ -30,7 +30,7 @@ class SelfPaced(WeightingMethod):
 
     @classmethod
     def from_config(cls, cfg, data) -> "SelfPaced":
-        return cls(cfg.train.epochs, start_fraction=cfg.train.self_paced_start)
+        return cls(cfg.optim.epochs, start_fraction=cfg.train.self_paced_start)
 
     def keep_fraction(self, epoch: float) -> float:
         progress = min(max(epoch / max(self.total_epochs, 1e-12), 0.0), 1.0)

@@ -20,11 +20,18 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
-    """A freshly initialised model; an unknown name is a ValueError listing the known ones."""
+def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **options) -> nn.Module:
+    """A freshly initialised model; an unknown name is a ValueError listing the known ones. `options` go to
+    the builder (e.g. `hidden` of the mlp)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model '{name}' (known: {', '.join(list_models())})")
-    return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options)
+
+
+def model_from_config(model_cfg, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """`create_model` for the config's `model` section (its options reach the builders that take them)."""
+    options = {"hidden": tuple(model_cfg.mlp_hidden)} if model_cfg.name == "mlp" else {}
+    return create_model(model_cfg.name, num_classes, in_channels, image_size, **options)
 
 
 from . import cifar, imagenet, small  # noqa: E402,F401  (registers their models)

@@ -1,0 +1,43 @@
+"""Which searched actor the user gets: the best of the evaluation episodes, judged on the validation split.
+
+An evaluation episode acts with a frozen copy of the actor taken at its start, without exploration
+noise (the authors' code runs such test episodes every few episodes); learning goes on meanwhile on
+the live actor. At its end the searchers' final validation accuracies are averaged; the copy is kept
+(written to policy.h5) when its target ends further above its reference than any earlier one.
+"""
+from __future__ import annotations
+
+import copy
+
+from ..law.policy import StrategyModel
+
+
+class PolicySelection:
+    def __init__(self):
+        self.candidate: StrategyModel | None = None
+        """The frozen actor of the evaluation episode under way; None outside evaluation episodes."""
+        self.best: dict | None = None
+        """The best evaluation so far: validation_gap, validation_acc_target, validation_acc_reference, episode."""
+
+    def start(self, strategy: StrategyModel) -> None:
+        """Freeze the actor an evaluation episode acts with."""
+        self.candidate = copy.deepcopy(strategy).requires_grad_(False)
+
+    def finish(self, outcome: dict) -> StrategyModel | None:
+        """End the evaluation episode with its `outcome`; its candidate if that beats every earlier one."""
+        candidate, self.candidate = self.candidate, None
+        if self.best is not None and outcome["validation_gap"] <= self.best["validation_gap"]:
+            return None
+        self.best = outcome
+        return candidate
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "candidate": None if self.candidate is None else self.candidate.state_dict()}
+
+    def load_state_dict(self, state: dict, strategy: StrategyModel) -> None:
+        """`strategy` gives the shapes of the candidate to restore."""
+        self.best = state["best"]
+        self.candidate = None
+        if state["candidate"] is not None:
+            self.start(strategy)
+            self.candidate.load_state_dict(state["candidate"])
