@@ -224,7 +224,7 @@ class Search:
         fdu = FduStats()
         if action is not None and not diverged:
             fdu = self.learn(episode, stage, scalars, action, reward, next_scalars, done)
-        self.state.advance(stage, next_scalars, done)
+        self.state.advance(stage, next_scalars, accuracies[0] - accuracies[1], done)
         if done and self.selection.candidate is not None:
             self.judge_candidate(episode, accuracies)
         row = self.record(episode, stage, action, stats, accuracies, reward, fdu)
@@ -243,18 +243,23 @@ class Search:
             return None
         if self.selection.candidate is not None:
             return self.selection.candidate.act(stage, scalars).numpy().astype(np.float32)
+        mask, scale = self.strategy.actor.mask.numpy(), self.cfg.strategy.action_scale
+        if episode < self.cfg.strategy.random_episodes:  # one random action for the whole episode
+            random_rng = np.random.default_rng(derive_seed(self.cfg.seed, "random-action", self.dist.rank, episode))
+            return (random_rng.uniform(-scale, scale, ACTION_DIM) * mask).astype(np.float32)
         noise_rng = np.random.default_rng(derive_seed(self.cfg.seed, "noise", self.dist.rank, episode, stage))
-        noise = self.noise.sample(episode, noise_rng) * self.strategy.actor.mask.numpy()  # only on active terms
-        action = self.strategy.act(stage, scalars).numpy() + noise
+        action = self.strategy.act(stage, scalars).numpy() + self.noise.sample(episode, noise_rng) * mask
         if self.cfg.strategy.action_bound == "tanh":
-            action = np.clip(action, -self.cfg.strategy.action_scale, self.cfg.strategy.action_scale)
+            action = np.clip(action, -scale, scale)
         return action.astype(np.float32)
 
     def reward(self, stage: int, acc_target: float, acc_reference: float) -> float:
-        """r_T = r_w (acc_target - acc_reference), r_w = s exp(k ce / ne) (Eq. 8-9)."""
+        """r_T = r_w (acc_target - acc_reference), r_w = s exp(k ce / ne) (Eq. 8-9); with search.reward =
+        gap_change, r_w times the change of that gap over the stage."""
         s = self.cfg.search
-        return stage_reward(acc_target, acc_reference, self.schedule.epoch_at_end(stage), self.schedule.epochs,
-                            s.reward_scale, s.reward_k)
+        baseline = self.state.gap if s.reward == "gap_change" else 0.0
+        return stage_reward(acc_target, acc_reference + baseline, self.schedule.epoch_at_end(stage),
+                            self.schedule.epochs, s.reward_scale, s.reward_k)
 
     def learn(self, episode, stage, scalars, action, reward, next_scalars, done) -> FduStats:
         """Store (s_T, a_T, r_T, s_{T+1}, done), then the Full Data Update over the whole buffer (Algorithm 1)."""

@@ -16,7 +16,7 @@ def test_features_match_hand_computed_values():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     labels = torch.tensor([0, 0, 1])
     log_freq = torch.log(torch.tensor([0.75, 0.25]))
-    f = item_features(logits, labels, log_freq, density="cosine", label_feature="log_freq")
+    f = item_features(logits, labels, log_freq, density="cosine", label_feature="log_freq_batch")
 
     # raw columns computed by hand
     loss = [math.log(1 + math.exp(-2)), math.log(1 + math.e), math.log(2)]
@@ -34,6 +34,14 @@ def test_features_match_hand_computed_values():
     assert torch.allclose(f.double(), expected, atol=1e-5)
     assert f.shape == (3, 4)
     assert torch.allclose(f.mean(0), torch.zeros(4), atol=1e-6)
+    # the default label feature is the data set's log(C * freq), not normalised with the batch
+    f = item_features(logits, labels, log_freq, density="cosine", label_feature="log_freq")
+    assert torch.allclose(f[:, :3].double(), expected[:, :3], atol=1e-5)
+    torch.testing.assert_close(f[:, 3], torch.log(2 * torch.tensor([0.75, 0.75, 0.25])))
+    balanced = item_features(logits, labels, torch.log(torch.tensor([0.501, 0.499])), label_feature="log_freq")
+    assert balanced[:, 3].abs().max() < 0.01  # nearly balanced classes: no class ordering out of count noise
+    amplified = item_features(logits, labels, torch.log(torch.tensor([0.501, 0.499])), label_feature="log_freq_batch")
+    assert amplified[:, 3].abs().max() > 0.7
 
 
 def test_density_dot_is_scale_dependent_and_cosine_is_not():

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 class SearchState:
     """(episode, stage): the next stage to run; l_smooth, acc_smooth: EMAs of the target's training loss and
     validation accuracy (the stage state's measured part, Eq. 5); metrics_rows: the rows metrics.h5 holds
-    once the last checkpointed stage is logged; episode_over: the last stage run ended its episode."""
+    once the last checkpointed stage is logged; episode_over: the last stage run ended its episode; gap: the
+    last stage's validation accuracy gap, target - reference (0 before any weighting)."""
 
     episode: int = 0
     stage: int = 0
@@ -22,10 +23,11 @@ class SearchState:
     acc_smooth: float = 0.0
     metrics_rows: int = 0
     episode_over: bool = False
+    gap: float = 0.0
 
     def start_episode(self, num_classes: int) -> None:
         """Before any training the loss is that of a uniform guess and accuracy is chance."""
-        self.stage, self.episode_over = 0, False
+        self.stage, self.episode_over, self.gap = 0, False, 0.0
         self.l_smooth, self.acc_smooth = math.log(num_classes), 1.0 / num_classes
 
     @property
@@ -37,8 +39,8 @@ class SearchState:
         """The EMAs l_smooth and acc_smooth after a stage with training loss `loss` and accuracy `acc`."""
         return beta * self.l_smooth + (1 - beta) * loss, beta * self.acc_smooth + (1 - beta) * acc
 
-    def advance(self, stage: int, scalars: tuple[float, float], episode_over: bool) -> None:
-        self.stage = stage + 1
+    def advance(self, stage: int, scalars: tuple[float, float], gap: float, episode_over: bool) -> None:
+        self.stage, self.gap = stage + 1, float(gap)
         self.l_smooth, self.acc_smooth = float(scalars[0]), float(scalars[1])
         self.episode_over = episode_over
 

@@ -1,11 +1,19 @@
 """Item features f = [loss, entropy, density, label] (paper Eq. 6), normalised per batch.
 
+The label feature (default `log_freq`) is a property of the data set, not of the batch: log(C * freq)
+of the sample's observed label, 0 for every class of a balanced set. It is left as it is: normalising
+it per batch would blow the few-percent count differences of nearly balanced classes up to unit
+variance, an arbitrary class ordering that a policy can only be hurt by (`log_freq_batch` does that,
+as earlier versions did).
+
 Normalisation (`norm`): "zscore" (the paper: mean 0, std 1 over the batch) or "rank" (each feature
 replaced by its within-batch rank, ties averaged, then z-scored). Losses on noisy labels are heavy-tailed:
 a z-score puts a weight's threshold where the few largest losses drag the mean and std, a rank puts it at
 a fixed fraction of the batch whatever the tail.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -64,18 +72,19 @@ def item_features(
     label_feature: str = "log_freq",
     norm: str = "zscore",
 ) -> torch.Tensor:
-    """[B, 4] normalised features of a batch from the target net's logits (no gradient).
+    """[B, 4] features of a batch from the target net's logits (no gradient), normalised per batch.
 
-    log_class_freq[c] = log(frequency of observed label c in the training set); it is the label
-    feature by default (`label_feature="log_freq"`), the raw class index with "index".
+    log_class_freq[c] = log(frequency of observed label c in the training set). The label feature:
+    "log_freq" = log(C * freq), not normalised; "log_freq_batch" = the same, normalised with the batch;
+    "index" = the raw class index, normalised with the batch.
     """
     logits = logits.detach().float()
     per_sample_loss = F.cross_entropy(logits, labels, reduction="none")
     log_probs = F.log_softmax(logits, dim=1)
     entropy = -(log_probs.exp() * log_probs).sum(dim=1)
     dens = batch_density(logits, density)
-    if label_feature == "log_freq":
-        label = log_class_freq.to(logits.device)[labels]
+    if label_feature in ("log_freq", "log_freq_batch"):
+        label = log_class_freq.to(logits.device)[labels] + math.log(len(log_class_freq))
     elif label_feature == "index":
         label = labels.float()
     else:
@@ -85,4 +94,7 @@ def item_features(
         features = batch_ranks(features)
     elif norm != "zscore":
         raise ValueError(f"unknown feature normalisation '{norm}'")
-    return zscore(features)
+    features = zscore(features)
+    if label_feature == "log_freq":  # a data-set property: kept as it is (see the module docstring)
+        features[:, 3] = label
+    return features
