@@ -34,7 +34,7 @@ from .engine.search_state import SearchState
 from .engine.selection import PolicySelection
 from .io.checkpoint import CheckpointStore
 from .io.metrics import MetricsLog, StageRow, read_stages, search_layout
-from .io.policy_file import load_policy, new_strategy_model, policy_settings, save_policy
+from .io.policy_file import load_actor_into, new_strategy_model, policy_settings, save_policy
 from .launch import run_attributes, run_entry_point
 from .law.ddpg import DDPG, ExplorationNoise, FduStats, ReplayBuffer
 from .law.features import log_class_frequencies
@@ -91,7 +91,7 @@ class Search:
             torch.manual_seed(derive_seed(cfg.seed, "strategy"))
             self.strategy = new_strategy_model(self.settings)
         if st.init_policy:
-            self.start_from_policy(st.init_policy)
+            load_actor_into(self.strategy, self.settings, st.init_policy)
         self.ddpg = DDPG(self.strategy, st.actor_lr, st.critic_lr, st.gamma, st.tau, st.target_networks,
                          average_gradients=dist.average_gradients, action_penalty=st.action_penalty)
         self.selection = PolicySelection()
@@ -109,16 +109,6 @@ class Search:
             self.load_state_dict(self.checkpoints.load(position))
         self.metrics = self._open_metrics(position)
         dist.broadcast_state(self.strategy)
-
-    def start_from_policy(self, path: str) -> None:
-        """strategy.init_policy: the actor and stage embedding (and their target copies) of a policy.h5."""
-        policy, settings, _ = load_policy(path)
-        shapes = ("stages", "embed_dim", "hidden", "action_scale", "action_bound", "action_terms")
-        if any(settings[key] != self.settings[key] for key in shapes):
-            raise ValueError(f"strategy.init_policy {path} has another actor ({', '.join(f'{k}={settings[k]}' for k in shapes)})"
-                             f" than this search ({', '.join(f'{k}={self.settings[k]}' for k in shapes)})")
-        for part in ("encoder", "actor", "encoder_target", "actor_target"):
-            getattr(self.strategy, part).load_state_dict(getattr(policy, part.replace("_target", "")).state_dict())
 
     def is_evaluation(self, episode: int) -> bool:
         """Every search.eval_every-th episode and the last one act deterministically."""

@@ -99,6 +99,19 @@ def load_policy(path: str | Path) -> tuple[StrategyModel, dict, np.ndarray]:
     return model, settings, log_class_freq
 
 
+def load_actor_into(model: StrategyModel, settings: dict, path: str | Path) -> None:
+    """Start `model` (of `settings`) from the actor and stage embedding of policy.h5 at `path`, target copies
+    included (strategy.init_policy: a warm start, or fine-tuning a shipped policy); the critic is untouched."""
+    policy, found, _ = load_policy(path)
+    shapes = ("stages", "embed_dim", "hidden", "action_scale", "action_bound", "action_terms")
+    if any(found[key] != settings[key] for key in shapes):
+        raise ValueError(f"strategy.init_policy {path} has another actor ({', '.join(f'{k}={found[k]}' for k in shapes)})"
+                         f" than this search ({', '.join(f'{k}={settings[k]}' for k in shapes)})")
+    for part in ("encoder", "actor"):
+        for copy in (part, f"{part}_target"):
+            getattr(model, copy).load_state_dict(getattr(policy, part).state_dict())
+
+
 def schedule_differences(settings: dict, cfg) -> list[str]:
     """How the schedule a policy was searched on differs from the training `cfg` describes ([] = none)."""
     training = {"epochs": cfg.optim.epochs, "stages": cfg.search.stages, "warmup_stages": cfg.search.warmup_stages,
