@@ -203,6 +203,14 @@ class TrainConfig:
 
 
 @dataclass
+class LogConfig:
+    """What rank 0 writes beside metrics.h5 / train.h5."""
+
+    tensorboard: bool = False
+    """Also write TensorBoard scalars (run_dir/tensorboard) from rank 0; needs the tensorboard package."""
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -210,12 +218,17 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     seed: int = 0
     """Base seed: every random stream derives from (seed, rank, episode, ...)."""
     deterministic: bool = True
     """torch deterministic algorithms (exact resume on CPU)."""
     threads_per_rank: int = 0
-    """torch intra-op threads per rank; 0 = cores on the node / local ranks."""
+    """torch intra-op threads per rank; 0 = OMP_NUM_THREADS or SLURM_CPUS_PER_TASK if set, else the cores this
+    process may use (its CPU affinity) / ranks on the node."""
+    allow_cpu: bool = False
+    """Run on the CPU although GPUs were allocated (Slurm) or an NVIDIA driver is loaded and CUDA is unavailable;
+    off, that is an error (exit 2) rather than a silent CPU run."""
     checkpoint_every_stage: bool = True
     """Write a per-rank checkpoint at every stage end."""
 
@@ -379,6 +392,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         _set_override(cfg, assignment)
     validate(cfg)
     return cfg
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring of each field of dataclass `cls` (the string literal under it), whitespace folded."""
+    import ast
+    import inspect
+    import textwrap
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {node.target.id: " ".join(after.value.value.split()) for node, after in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)}
+
+
+def describe_keys(cfg: Config | None = None) -> list[tuple[str, str, str]]:
+    """(dotted key, value in `cfg` (default: the built-in defaults), docstring) of every config key."""
+    def walk(obj, prefix):
+        docs = field_docs(type(obj))
+        for item in dataclasses.fields(obj):
+            value = getattr(obj, item.name)
+            if dataclasses.is_dataclass(value):
+                yield from walk(value, f"{prefix}{item.name}.")
+            else:
+                shown = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6).strip().removesuffix("...")
+                yield f"{prefix}{item.name}", shown.strip(), docs.get(item.name, "")
+    return list(walk(cfg or Config(), ""))
+
+
+def keys_help() -> str:
+    """Every config key with its default and docstring: the epilog of the entry points' --help."""
+    import textwrap
+    lines = ["config keys (YAML section.key, or --set section.key=value), with their defaults:"]
+    for key, default, doc in describe_keys():
+        lines.append(f"  {key} = {default}")
+        lines += textwrap.wrap(doc, 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
 
 
 def to_dict(cfg: Config) -> dict:

@@ -35,7 +35,7 @@ from .engine.selection import PolicySelection
 from .io.checkpoint import CheckpointStore
 from .io.metrics import MetricsLog, StageRow, read_stages, search_layout
 from .io.policy_file import load_policy, new_strategy_model, policy_settings, save_policy
-from .launch import run_attributes, run_entry_point
+from .launch import add_config_options, run_attributes, run_entry_point
 from .law.ddpg import DDPG, ExplorationNoise, FduStats, ReplayBuffer
 from .law.features import log_class_frequencies
 from .law.policy import ACTION_DIM
@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--run-dir", help="run directory; an existing one is resumed (default: a new runs/search-<time>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. search.episodes=3")
     parser.add_argument("--force", action="store_true", help="resume a run directory even if its config differs")
-    return parser.parse_args(argv)
+    return add_config_options(parser).parse_args(argv)
 
 
 class StageOutcome(enum.Enum):

@@ -25,7 +25,7 @@ from .engine.resume import agree_on_resume
 from .engine.schedule import StageSchedule
 from .io.checkpoint import CheckpointStore
 from .io.metrics import EpochRow, MetricsLog, train_layout
-from .launch import run_attributes, run_entry_point
+from .launch import add_config_options, run_attributes, run_entry_point
 from .seeding import derive_seed
 
 
@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "coteaching, l2rw, mwnet, oracle); default train.method")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--force", action="store_true", help="resume a run directory even if its config differs")
-    return parser.parse_args(argv)
+    return add_config_options(parser).parse_args(argv)
 
 
 class Training:
