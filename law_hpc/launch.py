@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import dist as distributed
 from .config import ConfigError, keys_help, load_config, to_yaml
+from .engine.preemption import EXIT_PREEMPTED
 from .io.metrics import git_commit, package_versions
 from .io.rundir import RunDirError, new_run_dir, prepare_run_dir
 
@@ -85,7 +86,7 @@ def run_job(args, cfg, tag: str, build) -> int:
     except distributed.LaunchError as err:  # every rank sees it: each stops before any file is written
         print(f"error: {err}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
-    job = None
+    job, status = None, "failed"  # unless run() returns: a setup error on another rank, an exception
     try:
         message = ""
         try:
@@ -106,8 +107,10 @@ def run_job(args, cfg, tag: str, build) -> int:
         if dist.any_flag(bool(message)):
             print(f"error: {message or 'setup failed on another rank'}", file=sys.stderr, flush=True)
             return EXIT_BAD_INPUT
-        return job.run()
+        code = job.run()
+        status = {0: "done", EXIT_PREEMPTED: "preempted"}.get(code, "failed")
+        return code
     finally:
         if job is not None:
-            job.close()
+            job.close(status)
         dist.shutdown()

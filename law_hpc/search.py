@@ -35,10 +35,12 @@ from .engine.selection import PolicySelection
 from .io.checkpoint import CheckpointStore
 from .io.metrics import MetricsLog, StageRow, read_stages, search_layout
 from .io.policy_file import load_policy, new_strategy_model, policy_settings, save_policy
+from .io.progress import Progress
+from .io.tensorboard import open_scalars
 from .launch import add_config_options, run_attributes, run_entry_point
 from .law.ddpg import DDPG, ExplorationNoise, FduStats, ReplayBuffer
 from .law.features import log_class_frequencies
-from .law.policy import ACTION_DIM
+from .law.policy import ACTION_DIM, ACTION_TERMS
 from .law.reward import stage_reward
 from .seeding import derive_seed
 
@@ -107,7 +109,10 @@ class Search:
         position = agree_on_resume(self.checkpoints, dist) if resumed_dir else None
         if position is not None:
             self.load_state_dict(self.checkpoints.load(position))
+        self.scalars = open_scalars(cfg, run_dir, dist.is_root)
         self.metrics = self._open_metrics(position)
+        self.progress = Progress(cfg.search.episodes * cfg.search.stages,
+                                 self.state.episode * cfg.search.stages + self.state.stage)
         dist.broadcast_state(self.strategy)
 
     def start_from_policy(self, path: str) -> None:
@@ -338,15 +343,21 @@ class Search:
         mean = {key: float(np.mean([getattr(row, key) for row in rows])) for key in
                 ("reward", "acc_target", "acc_reference", "weight_mean", "weight_std", "samples_per_second",
                  "stage_seconds", "checkpoint_seconds")}
-        first = rows[0]
+        first, stages = rows[0], self.cfg.search.stages
         mode = "weighted" if first.weighted else "warm-up "
-        print(f"[law] ep {first.episode + 1}/{self.cfg.search.episodes} stage {first.stage + 1:>2}/"
+        done = first.episode * stages + first.stage + 1
+        if self.scalars is not None:
+            action = np.mean([row.action for row in rows], axis=0)
+            self.scalars.add("search", {**mean, "acc_gap": mean["acc_target"] - mean["acc_reference"],
+                                        **{f"action_{term}": action[i] for i, term in enumerate(ACTION_TERMS)}},
+                             done)
+        print(f"[law] {self.progress.stamp()} ep {first.episode + 1}/{self.cfg.search.episodes} stage {first.stage + 1:>2}/"
               f"{self.cfg.search.stages} {mode} lr {first.lr:.4g} reward {mean['reward']:+.4f} "
               f"acc T {mean['acc_target']:.4f} R {mean['acc_reference']:.4f} "
               f"gap {mean['acc_target'] - mean['acc_reference']:+.4f} "
               f"w {mean['weight_mean']:.3f}±{mean['weight_std']:.3f} "
               f"{mean['samples_per_second'] * len(rows):,.0f} samples/s {mean['stage_seconds']:.1f}s "
-              f"(ckpt {mean['checkpoint_seconds']:.2f}s)", flush=True)
+              f"(ckpt {mean['checkpoint_seconds']:.2f}s) | {self.progress.suffix(done)}", flush=True)
 
     def finish_episode(self, episode: int) -> None:
         summary = [row for row in episode_summary(read_stages(self.run_dir / "metrics.h5"))
@@ -373,11 +384,14 @@ class Search:
         return (f"search.epochs={self.cfg.search_epochs} differs from optim.epochs={self.cfg.optim.epochs}: "
                 "episodes are not the final training; law_hpc.train will need train.allow_schedule_mismatch")
 
-    def close(self) -> None:
+    def close(self, status: str | None = None) -> None:
+        """Release the pair's threads and rank 0's files; metrics.h5 records `status` (how the run ended)."""
         if self.pair is not None:
             self.pair.close()
         if self.metrics is not None:
-            self.metrics.close()
+            self.metrics.close(status)
+        if self.scalars is not None:
+            self.scalars.close()
 
 
 def main(argv=None) -> int:

@@ -25,6 +25,8 @@ from .engine.resume import agree_on_resume
 from .engine.schedule import StageSchedule
 from .io.checkpoint import CheckpointStore
 from .io.metrics import EpochRow, MetricsLog, train_layout
+from .io.progress import Progress
+from .io.tensorboard import open_scalars
 from .launch import add_config_options, run_attributes, run_entry_point
 from .seeding import derive_seed
 
@@ -82,7 +84,9 @@ class Training:
         if position is not None:
             self.method.load_state_dict(self.checkpoints.load(position)["method"])
             self.epoch = position[0] + 1
+        self.scalars = open_scalars(cfg, run_dir, dist.is_root)
         self.log = self._open_log() if dist.is_root else None
+        self.progress = Progress(cfg.optim.epochs, self.epoch)
 
     def _open_log(self) -> MetricsLog:
         path = self.run_dir / "train.h5"
@@ -131,17 +135,23 @@ class Training:
             self.checkpoints.save((epoch, 0), {"method": self.method.state_dict()}, {"epoch": epoch})
             if self.dist.is_root:
                 self.log.append([row])
-                print(f"[law-train] {self.method.name} epoch {epoch + 1}/{cfg.optim.epochs} lr {row.lr:.4g} "
-                      f"loss {row.train_loss:.4f} test {row.test_acc:.4f} val {row.val_acc:.4f} "
-                      f"w {row.weight_mean:.3f}±{row.weight_std:.3f} {row.samples_per_second:,.0f} samples/s",
-                      flush=True)
+                if self.scalars is not None:
+                    self.scalars.add("train", {name: value for name, value in dataclasses.asdict(row).items()
+                                               if name != "epoch"}, epoch + 1)
+                print(f"[law-train] {self.progress.stamp()} {self.method.name} epoch {epoch + 1}/{cfg.optim.epochs} "
+                      f"lr {row.lr:.4g} loss {row.train_loss:.4f} test {row.test_acc:.4f} val {row.val_acc:.4f} "
+                      f"w {row.weight_mean:.3f}±{row.weight_std:.3f} {row.samples_per_second:,.0f} samples/s "
+                      f"{row.seconds:.1f}s | {self.progress.suffix(epoch + 1)}", flush=True)
             if self.dist.any_flag(self.stop.requested):
                 return EXIT_PREEMPTED
         return 0
 
-    def close(self) -> None:
+    def close(self, status: str | None = None) -> None:
+        """Close rank 0's files; train.h5 records `status` (how the run ended)."""
         if self.log is not None:
-            self.log.close()
+            self.log.close(status)
+        if self.scalars is not None:
+            self.scalars.close()
 
 
 def with_method_of(args):
