@@ -148,6 +148,18 @@ class Dist:
             return
         self._hvd.broadcast_parameters(module.state_dict(), root_rank=root)
 
+    def average_batchnorm_statistics(self, module: torch.nn.Module) -> None:
+        """Average BatchNorm running means and variances over ranks (ONE grouped allreduce): data-parallel ranks
+        update them from their own batches, and the ranks must hold one model to evaluate and checkpoint."""
+        if self.size == 1:
+            return
+        stats = [buffer for layer in module.modules() if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm)
+                 for buffer in (layer.running_mean, layer.running_var) if buffer is not None]
+        if stats:
+            averaged = self._hvd.grouped_allreduce(stats, op=self._hvd.Average, name="law_hpc.bn_statistics")
+            for buffer, value in zip(stats, averaged):
+                buffer.copy_(value)
+
     def distributed_optimizer(self, optimizer, model: torch.nn.Module):
         """Data-parallel training: gradients averaged over ranks at each step (test phase only)."""
         if self.size == 1:
