@@ -45,8 +45,8 @@ def fmnist():
 
 
 def data_config(dataset, root, backend="torch", *extra):
-    sizes = {"imagenet": ["data.image_size=32", "data.val_size=100", "data.per_class_images=20"],
-             "cifar10": ["data.val_size=200", "data.search_train_size=600"],
+    sizes = {"imagenet": ["data.image_size=32", "data.val_size=100", "data.per_class_images=20", "data.train_size=0"],
+             "cifar10": ["data.val_size=200", "data.search_train_size=600", "data.train_size=0"],
              "fmnist": []}[dataset]
     return load_config(SMOKE, [f"data.dataset={dataset}", f"data.root={root}", f"data.backend={backend}",
                                *sizes, *extra]).data

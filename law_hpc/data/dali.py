@@ -107,7 +107,8 @@ class DaliArrayTrainStream:
                 offsets, flips = crop_flip_params(len(index), generator, self.pad)
                 offsets = offsets - self.pad  # offsets in the padded image -> start in the original one
             self.pipe.feed_input("images", self.images[index])
-            self.pipe.feed_input("start", np.ascontiguousarray(offsets.T.numpy(), dtype=np.int32))
+            if self.augment == "crop_flip":  # without a crop DALI prunes the unused "start" input
+                self.pipe.feed_input("start", np.ascontiguousarray(offsets.T.numpy(), dtype=np.int32))
             self.pipe.feed_input("mirror", flips.numpy().astype(np.int32))
             (images,) = self.pipe.run()
             index = torch.from_numpy(index).to(self.device)
