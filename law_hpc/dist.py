@@ -109,9 +109,9 @@ def _import_horovod():
     try:
         import horovod.torch as hvd
     except ImportError as err:
-        raise RuntimeError(
-            f"Horovod is not importable ({err}). Set the environment up with `bash tools/setup_env.sh` "
-            "and run inside its .venv."
+        raise LaunchError(
+            f"Horovod is not importable ({err}): the searcher needs law_hpc[hpc]; set the environment up with "
+            "`bash tools/setup_env.sh` and run inside its .venv"
         ) from None
     return hvd
 
@@ -204,7 +204,7 @@ def init(threads_per_rank: int = 0, allow_cpu: bool = False) -> Dist:
         try:
             from mpi4py import MPI
         except ImportError as err:
-            raise RuntimeError(f"launched by MPI but mpi4py is not importable ({err})") from None
+            raise LaunchError(f"launched by MPI but mpi4py is not importable ({err})") from None
         hvd.init(comm=MPI.COMM_WORLD)
         controller = "mpi"
     else:
