@@ -67,14 +67,16 @@ class Search:
     """One searcher (this rank) and its share of the strategy model; `run()` is Algorithm 2."""
 
     def __init__(self, cfg: Config, dist: distributed.Dist, run_dir: Path, resumed_dir: bool):
-        from .data import build_data  # the data layer pulls in DALI/torchvision: import when needed
+        from .data import Screening, build_data  # the data layer pulls in DALI/torchvision: import when needed
         from .models import model_from_config
 
         self.cfg, self.dist, self.run_dir = cfg, dist, run_dir
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.data = build_data(cfg.data, purpose="search", seed=cfg.seed, rank=dist.rank,
-                               world_size=dist.size, device=dist.device)
+                               world_size=dist.size, device=dist.device,
+                               screening=Screening(run_dir / "screened.h5", dist.rank, dist.size,
+                                                   dist.allgather_object))
         self.num_classes = self.data.num_classes
         self.model_factory = lambda: model_from_config(cfg.model, self.num_classes, self.data.in_channels,
                                                        self.data.image_size)

@@ -50,7 +50,7 @@ class Training:
     """One test-phase training: data, method, schedule, log and checkpoints of this rank."""
 
     def __init__(self, cfg: Config, dist, run_dir: Path, resumed: bool):
-        from .data import build_data
+        from .data import Screening, build_data
         from .methods import build_method
         from .models import model_from_config
 
@@ -58,7 +58,9 @@ class Training:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.data = data = build_data(cfg.data, purpose="train", seed=cfg.seed, rank=dist.rank,
-                                      world_size=dist.size, device=dist.device)
+                                      world_size=dist.size, device=dist.device,
+                                      screening=Screening(run_dir / "screened.h5", dist.rank, dist.size,
+                                                          dist.allgather_object))
         data_parallel = dist.size > 1 and cfg.train.scale_lr  # lr x ranks, with at least one epoch of warm-up
         self.schedule = StageSchedule.from_config(
             cfg, iterations_per_epoch=data.train.batches_per_epoch, epochs=cfg.optim.epochs,

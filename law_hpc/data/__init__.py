@@ -13,12 +13,12 @@ import numpy as np
 
 from ..seeding import derive_seed
 from .arrays import ArrayDataset, load_cifar, load_fmnist
-from .folders import scan_image_folder
+from .folders import Screening, scan_image_folder, screen_images
 from .splits import make_split
 from .torch_backend import ArrayEvalSet, ArrayTrainStream
 from .types import Batch, EvalSet, TrainStream
 
-__all__ = ["build_data", "load_datasets", "DataBundle", "Batch", "EvalSet", "TrainStream"]
+__all__ = ["build_data", "load_datasets", "DataBundle", "Batch", "EvalSet", "Screening", "TrainStream"]
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _subset(count: int, total: int) -> np.ndarray:
     return np.arange(total) if not count or count >= total else np.linspace(0, total - 1, count).astype(np.int64)
 
 
-def _pipelines(cfg, source, test_source, split, shard, device, dali_device):
+def _pipelines(cfg, source, test_source, split, shard, device, dali_device, screening):
     """(train stream, validation set, this rank's shard of the validation set, this rank's shard of the test set
     or None) for the configured backend."""
     train_index, val_index, observed = split["train_index"], split["val_index"], split["train_observed"]
@@ -87,13 +87,20 @@ def _pipelines(cfg, source, test_source, split, shard, device, dali_device):
         common = dict(mean=source.mean, std=source.std, image_size=cfg.image_size, device=device)
         if dali_device:
             from .dali import DaliFileEvalSet, DaliFileTrainStream
+            # every file the run reads, screened once (the same list on every rank, split among them)
+            every = np.concatenate([source.paths[train_index], source.paths[val_index]]
+                                   + ([] if test_source is None else [test_source.paths[test_index]]))
+            bad = set(every[screen_images(every, screening)].tolist())
+            damaged = lambda paths: np.array([i for i, path in enumerate(paths.tolist()) if path in bad], np.int64)
             train = DaliFileTrainStream(source.paths[train_index], observed, batch_size=cfg.batch_size, shard=shard,
                                         dali_device=dali_device, num_threads=cfg.num_workers,
-                                        on_corrupt=cfg.on_corrupt_image, **common)
+                                        on_corrupt=cfg.on_corrupt_image, damaged=damaged(source.paths[train_index]),
+                                        **common)
             evaluation = lambda data, index: DaliFileEvalSet(data.paths[index], data.labels[index],
                                                              batch_size=cfg.eval_batch_size,
                                                              dali_device=dali_device, num_threads=cfg.num_workers,
-                                                             on_corrupt=cfg.on_corrupt_image, **common)
+                                                             on_corrupt=cfg.on_corrupt_image,
+                                                             damaged=damaged(data.paths[index]), **common)
         else:
             from .torch_files import FileEvalSet, FileTrainStream
             train = FileTrainStream(source.paths[train_index], observed, batch_size=cfg.batch_size, shard=shard,
@@ -107,9 +114,12 @@ def _pipelines(cfg, source, test_source, split, shard, device, dali_device):
     return train, val, val if shard[1] == 1 else evaluation(source, part(val_index)), test
 
 
-def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, device) -> DataBundle:
+def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, device,
+               screening: Screening | None = None) -> DataBundle:
     """The data of a search (`purpose="search"`: one unsharded subset per searcher) or of a test-phase
-    training (`purpose="train"`: the corrupted training set, sharded by global rank, and the test set)."""
+    training (`purpose="train"`: the corrupted training set, sharded by global rank, and the test set).
+    `screening`: how image folders read by DALI are screened for damage, once per run (default: alone,
+    uncached)."""
     if purpose not in ("search", "train"):
         raise ValueError(f"unknown data purpose '{purpose}'")
     dali_device = None
@@ -126,7 +136,7 @@ def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, devi
                        discard_keep=cfg.discard_keep, per_class=cfg.per_class_images if search else 0)
     shard = (0, 1) if search else (rank, world_size)
     train, val, val_shard, test = _pipelines(cfg, source, None if search else test_source, split, shard, device,
-                                             dali_device)
+                                             dali_device, screening)
     in_memory = isinstance(source, ArrayDataset)
     num_classes = source.num_classes
     report = split.pop("report")
