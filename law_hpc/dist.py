@@ -199,6 +199,9 @@ def init(threads_per_rank: int = 0, allow_cpu: bool = False) -> Dist:
     # nearly nothing, for at most 10 ms extra latency per FDU minibatch. A user's setting wins.
     os.environ.setdefault("HOROVOD_CYCLE_TIME", "10")
     hvd = _import_horovod()
+    if not _launched_by_mpi() and "HOROVOD_RANK" not in os.environ:
+        # no wire-up: a world of one for sure. Check before hvd.init, whose MPI_Init would abort under srun.
+        check_launcher(1, os.environ)
     controller = "gloo"
     if _launched_by_mpi():
         try:
