@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from . import dist as distributed
-from .config import ConfigError, keys_help, load_config, to_yaml
+from .config import ConfigError, load_config, to_yaml
+from .config_help import keys_help
 from .engine.preemption import EXIT_PREEMPTED
 from .io.metrics import git_commit, package_versions
 from .io.rundir import RunDirError, new_run_dir, prepare_run_dir

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from law_hpc.config import describe_keys
+from law_hpc.config_help import describe_keys
 from law_hpc.dist import LaunchError, check_launcher, choose_device, threads_for
 from search_helpers import HOROVODRUN, REPO, SMOKE
 
