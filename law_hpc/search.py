@@ -353,8 +353,8 @@ class Search:
             self.scalars.add("search", {**mean, "acc_gap": mean["acc_target"] - mean["acc_reference"],
                                         **{f"action_{term}": action[i] for i, term in enumerate(ACTION_TERMS)}},
                              done)
-        print(f"[law] {self.progress.stamp()} ep {first.episode + 1}/{self.cfg.search.episodes} stage {first.stage + 1:>2}/"
-              f"{self.cfg.search.stages} {mode} lr {first.lr:.4g} reward {mean['reward']:+.4f} "
+        print(f"[law] {self.progress.stamp()} ep {first.episode + 1}/{self.cfg.search.episodes} "
+              f"stage {first.stage + 1:>2}/{self.cfg.search.stages} {mode} lr {first.lr:.4g} reward {mean['reward']:+.4f} "
               f"acc T {mean['acc_target']:.4f} R {mean['acc_reference']:.4f} "
               f"gap {mean['acc_target'] - mean['acc_reference']:+.4f} "
               f"w {mean['weight_mean']:.3f}±{mean['weight_std']:.3f} "

@@ -29,7 +29,8 @@ def require_dali(cfg) -> str:
     try:
         import nvidia.dali  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"data.backend=dali needs NVIDIA DALI (pip install nvidia-dali-cuda130, the flavour of torch 2.14's CUDA 13): {err}") from None
+        raise ImportError(f"data.backend=dali needs NVIDIA DALI (pip install nvidia-dali-cuda130, the flavour of "
+                          f"torch 2.14's CUDA 13): {err}") from None
     if cfg.dali_device == "gpu" and not torch.cuda.is_available():
         raise ValueError("data.dali_device=gpu: no CUDA device is visible (DALI mixed/GPU decoding needs a GPU); "
                          "use data.dali_device=cpu or auto")
@@ -156,7 +157,8 @@ class DaliFileTrainStream:
         reader = ThreadPoolExecutor(max(self.num_threads, 1))
 
         def source(info):  # DALI's batch_info: the iteration within the DALI epoch, and that epoch's index
-            epoch, position = first_epoch + info.epoch_idx, info.iteration + (first_position if not info.epoch_idx else 0)
+            epoch = first_epoch + info.epoch_idx
+            position = info.iteration + (first_position if info.epoch_idx == 0 else 0)
             if position >= self.batches_per_epoch:
                 raise StopIteration  # the epoch ends: the iterator resets, the next one starts in its own order
             positions = self._positions(stream_seed, epoch, position)
