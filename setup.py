@@ -1,4 +1,13 @@
-"""law_hpc: Learning to Auto Weight (Li et al., AAAI 2020) as a Horovod/MPI batch application."""
+"""law_hpc: Learning to Auto Weight (Li et al., AAAI 2020) as a Horovod/MPI batch application.
+
+    pip install .              the core: PolicyWeighter, the policy file, the models (torch, numpy, h5py, PyYAML)
+    pip install '.[plots]'     analysis: matplotlib, pandas (to_dataframe, tools/export_csv.py), tensorboard
+    pip install '.[test]'      the test suite
+    bash tools/setup_env.sh    the searcher, [hpc]: Horovod (built here with the C++20 wrapper, NCCL where a CUDA
+                               toolkit is present), mpi4py, NVIDIA DALI of torch's CUDA; then [plots,test]
+
+`pip install '.[hpc]'` alone would try to build Horovod from source without that wrapper: use the script.
+"""
 from setuptools import find_packages, setup
 
 setup(
@@ -6,21 +15,26 @@ setup(
     version="0.1.0",
     description="Learning to Auto Weight: RL-learned example weighting, searched with N Horovod ranks",
     packages=find_packages(include=["law_hpc", "law_hpc.*"]),
+    # law_hpc/configs links to the repository's configs/: the shipped configs travel with the package
     package_data={"law_hpc": ["configs/*.yaml"]},
-    python_requires="==3.11.*",
+    python_requires=">=3.10",
     install_requires=[
-        "torch==2.14.1",
-        "torchvision==0.29.1",
-        # Built from source by tools/setup_env.sh (C++20 wrapper, Gloo + MPI controllers).
-        "horovod==0.28.1",
-        "mpi4py>=4.0",
-        "h5py>=3.10",
-        "nvidia-dali-cuda120==2.4.0",
+        "torch>=2.1",  # any recent torch: the core pins nothing a user's environment already has
         "numpy",
+        "h5py>=3.10",
         "PyYAML>=6",
-        "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout"]},
+    extras_require={
+        "hpc": [
+            "horovod==0.28.1",  # built from source by tools/setup_env.sh (C++20 wrapper, Gloo + MPI [+ NCCL])
+            "mpi4py>=4.0",
+            "nvidia-dali-cuda130==2.4.0",  # CUDA 13, as torch 2.14's wheels: one CUDA stack per process
+            "torchvision",  # the image-folder pipeline and the torchvision models
+            "pillow",
+        ],
+        "plots": ["matplotlib>=3.7", "pandas>=2", "tensorboard>=2.14"],
+        "test": ["pytest>=8", "pytest-timeout", "psutil", "matplotlib>=3.7", "pandas>=2", "tensorboard>=2.14"],
+    },
     entry_points={
         "console_scripts": [
             "law-search=law_hpc.search:main",

@@ -216,6 +216,14 @@ class TrainConfig:
 
 
 @dataclass
+class LogConfig:
+    """What rank 0 writes beside metrics.h5 / train.h5."""
+
+    tensorboard: bool = False
+    """Also write TensorBoard scalars (run_dir/tensorboard) from rank 0; needs the tensorboard package."""
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -223,12 +231,17 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     seed: int = 0
     """Base seed: every random stream derives from (seed, rank, episode, ...)."""
     deterministic: bool = True
     """torch deterministic algorithms (exact resume on CPU)."""
     threads_per_rank: int = 0
-    """torch intra-op threads per rank; 0 = cores on the node / local ranks."""
+    """torch intra-op threads per rank; 0 = OMP_NUM_THREADS or SLURM_CPUS_PER_TASK if set, else the cores this
+    process may use (its CPU affinity) / ranks on the node."""
+    allow_cpu: bool = False
+    """Run on the CPU although GPUs were allocated (Slurm) or an NVIDIA driver is loaded and CUDA is unavailable;
+    off, that is an error (exit 2) rather than a silent CPU run."""
     checkpoint_every_stage: bool = True
     """Write a per-rank checkpoint at every stage end."""
 

@@ -35,10 +35,12 @@ from .engine.selection import PolicySelection
 from .io.checkpoint import CheckpointStore
 from .io.metrics import MetricsLog, StageRow, read_stages, search_layout
 from .io.policy_file import load_actor_into, new_strategy_model, policy_settings, save_policy
-from .launch import run_attributes, run_entry_point
+from .io.progress import Progress
+from .io.tensorboard import open_scalars
+from .launch import add_config_options, run_attributes, run_entry_point
 from .law.ddpg import DDPG, ExplorationNoise, FduStats, ReplayBuffer
 from .law.features import log_class_frequencies
-from .law.policy import ACTION_DIM
+from .law.policy import ACTION_DIM, ACTION_TERMS
 from .law.reward import stage_reward
 from .seeding import derive_seed
 
@@ -50,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--run-dir", help="run directory; an existing one is resumed (default: a new runs/search-<time>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. search.episodes=3")
     parser.add_argument("--force", action="store_true", help="resume a run directory even if its config differs")
-    return parser.parse_args(argv)
+    return add_config_options(parser).parse_args(argv)
 
 
 class StageOutcome(enum.Enum):
@@ -65,14 +67,16 @@ class Search:
     """One searcher (this rank) and its share of the strategy model; `run()` is Algorithm 2."""
 
     def __init__(self, cfg: Config, dist: distributed.Dist, run_dir: Path, resumed_dir: bool):
-        from .data import build_data  # the data layer pulls in DALI/torchvision: import when needed
+        from .data import Screening, build_data  # the data layer pulls in DALI/torchvision: import when needed
         from .models import model_from_config
 
         self.cfg, self.dist, self.run_dir = cfg, dist, run_dir
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.data = build_data(cfg.data, purpose="search", seed=cfg.seed, rank=dist.rank,
-                               world_size=dist.size, device=dist.device)
+                               world_size=dist.size, device=dist.device,
+                               screening=Screening(run_dir / "screened.h5", dist.rank, dist.size,
+                                                   dist.allgather_object))
         self.num_classes = self.data.num_classes
         self.model_factory = lambda: model_from_config(cfg.model, self.num_classes, self.data.in_channels,
                                                        self.data.image_size)
@@ -107,7 +111,10 @@ class Search:
         position = agree_on_resume(self.checkpoints, dist) if resumed_dir else None
         if position is not None:
             self.load_state_dict(self.checkpoints.load(position))
+        self.scalars = open_scalars(cfg, run_dir, dist.is_root)
         self.metrics = self._open_metrics(position)
+        self.progress = Progress(cfg.search.episodes * cfg.search.stages,
+                                 self.state.episode * cfg.search.stages + self.state.stage)
         dist.broadcast_state(self.strategy)
 
     def is_evaluation(self, episode: int) -> bool:
@@ -333,15 +340,21 @@ class Search:
         mean = {key: float(np.mean([getattr(row, key) for row in rows])) for key in
                 ("reward", "acc_target", "acc_reference", "weight_mean", "weight_std", "samples_per_second",
                  "stage_seconds", "checkpoint_seconds")}
-        first = rows[0]
+        first, stages = rows[0], self.cfg.search.stages
         mode = "weighted" if first.weighted else "warm-up "
-        print(f"[law] ep {first.episode + 1}/{self.cfg.search.episodes} stage {first.stage + 1:>2}/"
-              f"{self.cfg.search.stages} {mode} lr {first.lr:.4g} reward {mean['reward']:+.4f} "
+        done = first.episode * stages + first.stage + 1
+        if self.scalars is not None:
+            action = np.mean([row.action for row in rows], axis=0)
+            self.scalars.add("search", {**mean, "acc_gap": mean["acc_target"] - mean["acc_reference"],
+                                        **{f"action_{term}": action[i] for i, term in enumerate(ACTION_TERMS)}},
+                             done)
+        print(f"[law] {self.progress.stamp()} ep {first.episode + 1}/{self.cfg.search.episodes} "
+              f"stage {first.stage + 1:>2}/{self.cfg.search.stages} {mode} lr {first.lr:.4g} reward {mean['reward']:+.4f} "
               f"acc T {mean['acc_target']:.4f} R {mean['acc_reference']:.4f} "
               f"gap {mean['acc_target'] - mean['acc_reference']:+.4f} "
               f"w {mean['weight_mean']:.3f}±{mean['weight_std']:.3f} "
               f"{mean['samples_per_second'] * len(rows):,.0f} samples/s {mean['stage_seconds']:.1f}s "
-              f"(ckpt {mean['checkpoint_seconds']:.2f}s)", flush=True)
+              f"(ckpt {mean['checkpoint_seconds']:.2f}s) | {self.progress.suffix(done)}", flush=True)
 
     def finish_episode(self, episode: int) -> None:
         summary = [row for row in episode_summary(read_stages(self.run_dir / "metrics.h5"))
@@ -368,11 +381,14 @@ class Search:
         return (f"search.epochs={self.cfg.search_epochs} differs from optim.epochs={self.cfg.optim.epochs}: "
                 "episodes are not the final training; law_hpc.train will need train.allow_schedule_mismatch")
 
-    def close(self) -> None:
+    def close(self, status: str | None = None) -> None:
+        """Release the pair's threads and rank 0's files; metrics.h5 records `status` (how the run ended)."""
         if self.pair is not None:
             self.pair.close()
         if self.metrics is not None:
-            self.metrics.close()
+            self.metrics.close(status)
+        if self.scalars is not None:
+            self.scalars.close()
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,7 @@ fi
 
 # Shared parallel file systems (Lustre, GPFS, NFS) often lack the POSIX locks HDF5 uses by default.
 export HDF5_USE_FILE_LOCKING=FALSE
-# One rank per GPU: each rank picks cuda:<local rank>; CPU threads split between the local ranks.
+# One rank per GPU: each rank picks cuda:(local rank % GPUs it sees); torch threads per rank follow OMP_NUM_THREADS.
 export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
 RUN_DIR="${RUN_DIR:-runs/${LAW_RUN_NAME}-${SLURM_JOB_ID:-local}}"
 mkdir -p "$(dirname "$RUN_DIR")"

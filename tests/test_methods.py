@@ -29,13 +29,13 @@ def bn_model_factory(variant: int = 0) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, NUM_CLASSES))
 
 
-def optimizer_factory(model: nn.Module) -> torch.optim.Optimizer:
+def optimizer_factory(model: nn.Module, optimizer=None) -> torch.optim.Optimizer:
     # momentum gives the optimizer a state, so checkpoint round-trips are tested on it too
-    return torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+    return optimizer or torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
 
 
-def plain_sgd_factory(model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=LR)
+def plain_sgd_factory(model: nn.Module, optimizer=None) -> torch.optim.Optimizer:
+    return optimizer or torch.optim.SGD(model.parameters(), lr=LR)
 
 
 def batch(seed: int = 0, size: int = BATCH):

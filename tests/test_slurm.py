@@ -4,6 +4,7 @@ The cluster is started by tools/slurm_local.sh (root and apt needed). Where it c
 are skipped with the reason, which `pytest -ra` prints.
 """
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -86,3 +87,16 @@ def test_preempted_job_requeues_resumes_and_equals_uninterrupted(slurm_env, unin
     assert job_field(slurm_env, job_id, "Restarts") == "1", log[-3000:]
     assert "exiting with 75" in log and "requeueing job" in log and "resumed" in log
     assert_same_results(uninterrupted, run_dir)  # complete, duplicate-free, bit-identical
+
+
+def test_srun_without_pmix_stops_every_task_with_one_line_and_writes_nothing(slurm_env, tmp_path):
+    """The launcher mismatch of a plain srun (no MPI wire-up): each task would be rank 0 of a world of one."""
+    run_dir = tmp_path / "no-pmix"
+    job_id = submit({**slurm_env, "LAW_SRUN_MPI": "none"}, run_dir)
+    state = wait_for_end(slurm_env, job_id)
+    log = Path(f"{run_dir}.out").read_text()
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    # the first task out exits 2; srun --kill-on-bad-exit may terminate the other before it prints its line
+    assert state == "FAILED" and re.search(r"tasks? [0-9,-]+: Exited with exit code 2", log), log
+    assert 1 <= len(errors) <= 2 and all("but Horovod sees 1 rank" in e and "srun --mpi=pmix" in e for e in errors), log
+    assert not run_dir.exists()

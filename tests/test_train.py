@@ -106,3 +106,38 @@ def test_two_network_method_data_parallel(tmp_path):
     """Co-teaching's two DistributedOptimizers under horovodrun: distinct allreduce names, ranks agree."""
     train(tmp_path, "--method", "coteaching", ranks=2, overrides=[*SMALL, "optim.epochs=1"])
     assert len(epochs(tmp_path)["epoch"]) == 1
+
+
+def evaluate_checkpoint_on_one_rank(run_dir, tmp_path) -> tuple[float, float]:
+    """(test, validation) accuracy of the run's last checkpoint, evaluated whole in this one process."""
+    import shutil
+
+    import torch
+
+    from law_hpc.config import load_config
+    from law_hpc.dist import Dist
+    from law_hpc.train import Training
+    copy = tmp_path / "evaluated"
+    shutil.copytree(run_dir, copy)
+    cfg = load_config(copy / "config.yaml")
+    training = Training(cfg, Dist(0, 1, 0, 1, torch.device("cpu"), "none"), copy, resumed=True)
+    try:
+        assert training.epoch == cfg.optim.epochs  # the last epoch's checkpoint
+        return training.accuracy(training.data.test), training.accuracy(training.data.val)
+    finally:
+        training.close()
+
+
+@pytest.mark.parametrize("method", ["uniform", "mwnet"])
+def test_data_parallel_rank0_checkpoint_and_sharded_evaluation_equal_one_rank(tmp_path, method):
+    """2 ranks, a BatchNorm network: rank 0 alone writes the checkpoint (the ranks hold one state, checked), and
+    the accuracies evaluated in shards and summed equal the whole sets evaluated in one process."""
+    run_dir = tmp_path / "run"
+    proc = train(run_dir, "--method", method, ranks=2,
+                 overrides=[*SMALL, "optim.epochs=2", "model.name=small_cnn", "data.test_size=333"])
+    assert "WARNING" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["rank0000"]
+    rows = epochs(run_dir)
+    test_acc, val_acc = evaluate_checkpoint_on_one_rank(run_dir, tmp_path)
+    assert (test_acc, val_acc) == (rows["test_acc"][-1], rows["val_acc"][-1])
+    assert test_acc > 0.3  # a trained network (chance 0.1): the equality is not 0 == 0

@@ -1,12 +1,14 @@
 """Input pipeline throughput: DALI on the CPU against a torch DataLoader on the same cores, side by side.
 
-    python tools/bench_data.py [--workers 2] [--batches 30] [--image-size 224]
+    python tools/bench_data.py [--workers 2] [--batches 30] [--image-size 224] [--epoch-images 3000]
 
 JPEG folder (Fashion-MNIST exported in ImageNet's layout): random-resized-crop + flip + normalise,
 DALI readers.file + decoders.image vs a DataLoader of PIL + torchvision transforms in worker processes.
 In-memory 32x32 arrays (the CIFAR path): pad-4 crop + flip + normalise, DALI external_source vs the
 classic per-sample DataLoader; law_hpc's own batched torch stream is measured beside them.
 Every pipeline gets `--workers` threads/processes; the ratios are what to read on a noisy machine.
+Epoch costs on the JPEG folder: the screening for damaged files (once per run, then from the cache) and two
+consecutive epochs of one stream: epoch 2 should cost no more than epoch 1, which also starts the pipeline.
 """
 from __future__ import annotations
 
@@ -25,12 +27,42 @@ sys.path.insert(0, str(REPO / "tools"))
 from export_dataset import to_rgb32, write_imagenet  # noqa: E402
 from law_hpc.data.arrays import load_fmnist  # noqa: E402
 from law_hpc.data.dali import DaliArrayTrainStream, DaliFileTrainStream  # noqa: E402
-from law_hpc.data.folders import scan_image_folder  # noqa: E402
+from law_hpc.data.folders import Screening, scan_image_folder, screen_images  # noqa: E402
 from law_hpc.data.torch_backend import ArrayTrainStream  # noqa: E402
 from law_hpc.data.torch_files import FileTrainStream  # noqa: E402
 
 CPU = torch.device("cpu")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def seconds(run) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def epoch_seconds(stream, epochs: int = 2) -> list[float]:
+    """Wall time of each of `epochs` consecutive epochs of ONE iterate() (the first includes pipeline start)."""
+    iterator = stream.iterate(0)
+    return [seconds(lambda: [next(iterator) for _ in range(stream.batches_per_epoch)]) for _ in range(epochs)]
+
+
+def epoch_costs(folder, args, common) -> list[str]:
+    """Markdown rows: screening (uncached, cached) and epochs 1 and 2 of the DALI and torch folder streams."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "screened.h5"
+        screen = seconds(lambda: screen_images(folder.paths, Screening(cache)))
+        again = seconds(lambda: screen_images(folder.paths, Screening(cache)))
+    rows = [f"screening {len(folder.paths)} files: {screen:.2f} s once, {again:.2f} s from the cache (a resumed run)",
+            "", "| pipeline | epoch 1 (s) | epoch 2 (s) | epoch 2 / epoch 1 |", "| --- | ---: | ---: | ---: |"]
+    streams = {"DALI-CPU (external_source, one pipeline)":
+               lambda: DaliFileTrainStream(folder.paths, folder.labels, num_threads=args.workers, damaged=[], **common),
+               "torch DataLoader (v2 transforms, one loader)":
+               lambda: FileTrainStream(folder.paths, folder.labels, num_workers=args.workers, **common)}
+    for name, make in streams.items():
+        first, second = epoch_seconds(make())
+        rows.append(f"| {name} | {first:.2f} | {second:.2f} | {second / first:.2f} |")
+    return rows
 
 
 def images_per_second(stream, batches: int, batch_size: int) -> float:
@@ -74,6 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=224, help="JPEG training crop")
     parser.add_argument("--per-class", type=int, default=300, help="JPEGs per class to export")
+    parser.add_argument("--epoch-images", type=int, default=3000, help="JPEGs of the epoch-cost folder (0: skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     fmnist = load_fmnist("/usr/share/datasets/fashion-mnist", "train")
@@ -87,6 +120,15 @@ def main(argv=None) -> int:
         torch_loader = FileTrainStream(folder.paths, folder.labels, num_workers=args.workers, **common)
         jpeg = [images_per_second(s, args.batches, args.batch_size) for s in (dali, torch_loader)]
         rows.append((f"JPEG folder, {args.image_size}px crop", jpeg[0], jpeg[1], None))
+    costs = []
+    if args.epoch_images:
+        with tempfile.TemporaryDirectory() as tmp:
+            per_class = args.epoch_images // 10
+            keep = np.concatenate([np.flatnonzero(fmnist.labels == c)[:per_class] for c in range(10)])
+            write_imagenet(Path(tmp), {"train": (fmnist.images[keep], fmnist.labels[keep])})
+            folder = scan_image_folder(tmp, "train")
+            common = dict(batch_size=args.batch_size, mean=MEAN, std=STD, image_size=args.image_size, device=CPU)
+            costs = epoch_costs(folder, args, common)
     rgb = to_rgb32(fmnist.images[:20000])
     labels = fmnist.labels[:20000]
     arrays_common = dict(batch_size=args.batch_size, mean=MEAN, std=STD, augment="crop_flip", device=CPU)
@@ -101,6 +143,9 @@ def main(argv=None) -> int:
     for name, dali_rate, loader_rate, batched_rate in rows:
         extra = f"{batched_rate:,.0f}" if batched_rate else "-"
         print(f"| {name} | {dali_rate:,.0f} | {loader_rate:,.0f} | {dali_rate / loader_rate:.2f}x | {extra} |")
+    if costs:
+        print(f"\nepoch costs, JPEG folder, {args.image_size}px crop, batch {args.batch_size}, {args.workers} workers\n")
+        print("\n".join(costs))
     return 0
 
 

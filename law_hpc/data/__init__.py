@@ -13,12 +13,12 @@ import numpy as np
 
 from ..seeding import derive_seed
 from .arrays import ArrayDataset, load_cifar, load_fmnist
-from .folders import scan_image_folder
+from .folders import Screening, scan_image_folder, screen_images
 from .splits import make_split
 from .torch_backend import ArrayEvalSet, ArrayTrainStream
 from .types import Batch, EvalSet, TrainStream
 
-__all__ = ["build_data", "load_datasets", "DataBundle", "Batch", "EvalSet", "TrainStream"]
+__all__ = ["build_data", "load_datasets", "DataBundle", "Batch", "EvalSet", "Screening", "TrainStream"]
 
 
 @dataclass
@@ -28,7 +28,7 @@ class DataBundle:
     val: EvalSet
     """The clean, class-balanced validation split (rewards, model selection)."""
     test: EvalSet | None
-    """The test set (test phase only)."""
+    """The test phase: this rank's shard of the test set (evaluation is sharded and the counts summed)."""
     num_classes: int
     in_channels: int
     image_size: int
@@ -40,6 +40,8 @@ class DataBundle:
     """Realised noise rate and per-class counts before/after corruption."""
     split: dict = field(default_factory=dict)
     """Index arrays of the split (saved in the run directory)."""
+    val_shard: EvalSet | None = None
+    """This rank's shard of the validation split (the test phase's sharded evaluation); `val` on one rank."""
 
     def save_split(self, path) -> None:
         """Record the split (indices, true and observed labels) so a run is reproducible and auditable."""
@@ -63,10 +65,12 @@ def _subset(count: int, total: int) -> np.ndarray:
     return np.arange(total) if not count or count >= total else np.linspace(0, total - 1, count).astype(np.int64)
 
 
-def _pipelines(cfg, source, test_source, split, shard, device, dali_device):
-    """(train stream, validation set, test set or None) for the configured backend."""
+def _pipelines(cfg, source, test_source, split, shard, device, dali_device, screening):
+    """(train stream, validation set, this rank's shard of the validation set, this rank's shard of the test set
+    or None) for the configured backend."""
     train_index, val_index, observed = split["train_index"], split["val_index"], split["train_observed"]
     test_index = None if test_source is None else _subset(cfg.test_size, len(test_source.labels))
+    part = lambda index: np.array_split(index, shard[1])[shard[0]]  # contiguous, together the whole set
     if isinstance(source, ArrayDataset):
         images, mean, std = source.images, source.mean, source.std
         if dali_device:
@@ -83,13 +87,20 @@ def _pipelines(cfg, source, test_source, split, shard, device, dali_device):
         common = dict(mean=source.mean, std=source.std, image_size=cfg.image_size, device=device)
         if dali_device:
             from .dali import DaliFileEvalSet, DaliFileTrainStream
+            # every file the run reads, screened once (the same list on every rank, split among them)
+            every = np.concatenate([source.paths[train_index], source.paths[val_index]]
+                                   + ([] if test_source is None else [test_source.paths[test_index]]))
+            bad = set(every[screen_images(every, screening)].tolist())
+            damaged = lambda paths: np.array([i for i, path in enumerate(paths.tolist()) if path in bad], np.int64)
             train = DaliFileTrainStream(source.paths[train_index], observed, batch_size=cfg.batch_size, shard=shard,
                                         dali_device=dali_device, num_threads=cfg.num_workers,
-                                        on_corrupt=cfg.on_corrupt_image, **common)
+                                        on_corrupt=cfg.on_corrupt_image, damaged=damaged(source.paths[train_index]),
+                                        **common)
             evaluation = lambda data, index: DaliFileEvalSet(data.paths[index], data.labels[index],
                                                              batch_size=cfg.eval_batch_size,
                                                              dali_device=dali_device, num_threads=cfg.num_workers,
-                                                             on_corrupt=cfg.on_corrupt_image, **common)
+                                                             on_corrupt=cfg.on_corrupt_image,
+                                                             damaged=damaged(data.paths[index]), **common)
         else:
             from .torch_files import FileEvalSet, FileTrainStream
             train = FileTrainStream(source.paths[train_index], observed, batch_size=cfg.batch_size, shard=shard,
@@ -98,13 +109,17 @@ def _pipelines(cfg, source, test_source, split, shard, device, dali_device):
                                                          batch_size=cfg.eval_batch_size,
                                                          num_workers=cfg.num_workers, on_corrupt=cfg.on_corrupt_image,
                                                          **common)
-    test = None if test_source is None else evaluation(test_source, test_index)
-    return train, evaluation(source, val_index), test
+    test = None if test_source is None else evaluation(test_source, part(test_index))
+    val = evaluation(source, val_index)
+    return train, val, val if shard[1] == 1 else evaluation(source, part(val_index)), test
 
 
-def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, device) -> DataBundle:
+def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, device,
+               screening: Screening | None = None) -> DataBundle:
     """The data of a search (`purpose="search"`: one unsharded subset per searcher) or of a test-phase
-    training (`purpose="train"`: the corrupted training set, sharded by global rank, and the test set)."""
+    training (`purpose="train"`: the corrupted training set, sharded by global rank, and the test set).
+    `screening`: how image folders read by DALI are screened for damage, once per run (default: alone,
+    uncached)."""
     if purpose not in ("search", "train"):
         raise ValueError(f"unknown data purpose '{purpose}'")
     dali_device = None
@@ -120,7 +135,8 @@ def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, devi
                        imbalance_factor=cfg.imbalance_factor, discard_classes=tuple(cfg.discard_classes),
                        discard_keep=cfg.discard_keep, per_class=cfg.per_class_images if search else 0)
     shard = (0, 1) if search else (rank, world_size)
-    train, val, test = _pipelines(cfg, source, None if search else test_source, split, shard, device, dali_device)
+    train, val, val_shard, test = _pipelines(cfg, source, None if search else test_source, split, shard, device,
+                                             dali_device, screening)
     in_memory = isinstance(source, ArrayDataset)
     num_classes = source.num_classes
     report = split.pop("report")
@@ -129,4 +145,5 @@ def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, devi
         in_channels=source.images.shape[-1] if in_memory else 3,
         image_size=source.images.shape[1] if in_memory else cfg.image_size,
         train_label_counts=np.bincount(split["train_observed"], minlength=num_classes).astype(np.int64),
-        train_clean_mask=split["train_true"] == split["train_observed"], report=report, split=split)
+        train_clean_mask=split["train_true"] == split["train_observed"], report=report, split=split,
+        val_shard=val_shard)

@@ -3,18 +3,22 @@
 - In-memory arrays (CIFAR, Fashion-MNIST): `external_source` feeds uint8 batches in the EpochOrder;
   pad-4 crop + flip (offsets drawn exactly as the torch backend draws them, so both backends give
   the same batches) + normalise run in DALI.
-- Image folders (ImageNet): `readers.file` over the epoch's file order, sharded by global rank with
-  `pad_last_batch`; decoding on the GPU ("mixed") when CUDA is present, else on the CPU; random-
-  resized-crop + flip + normalise for training, resize + centre crop for evaluation.
+- Image folders (ImageNet): training reads this rank's files in the EpochOrder through an external_source,
+  one pipeline per run (DALI's PyTorch iterator goes from epoch to epoch); evaluation `readers.file` in file
+  order; decoding on the GPU ("mixed") when CUDA is present, else on the CPU; random-resized-crop + flip +
+  normalise for training, resize + centre crop for evaluation. Damaged files are screened once per run
+  (folders.screen_images), not per epoch.
 DALI on the CPU uses `device_id=None`; asking for the GPU without CUDA is an error, never a fallback.
 """
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from ..seeding import derive_seed
-from .folders import CorruptImageLog, damaged_files, decode_rgb
+from .folders import CorruptImageLog, decode_rgb, screen_images
 from .order import EpochOrder
 from .torch_backend import crop_flip_params
 from .types import Batch
@@ -25,7 +29,8 @@ def require_dali(cfg) -> str:
     try:
         import nvidia.dali  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"data.backend=dali needs NVIDIA DALI (pip install nvidia-dali-cuda120): {err}") from None
+        raise ImportError(f"data.backend=dali needs NVIDIA DALI (pip install nvidia-dali-cuda130, the flavour of "
+                          f"torch 2.14's CUDA 13): {err}") from None
     if cfg.dali_device == "gpu" and not torch.cuda.is_available():
         raise ValueError("data.dali_device=gpu: no CUDA device is visible (DALI mixed/GPU decoding needs a GPU); "
                          "use data.dali_device=cpu or auto")
@@ -107,7 +112,8 @@ class DaliArrayTrainStream:
                 offsets, flips = crop_flip_params(len(index), generator, self.pad)
                 offsets = offsets - self.pad  # offsets in the padded image -> start in the original one
             self.pipe.feed_input("images", self.images[index])
-            self.pipe.feed_input("start", np.ascontiguousarray(offsets.T.numpy(), dtype=np.int32))
+            if self.augment == "crop_flip":  # without a crop DALI prunes the unused "start" input
+                self.pipe.feed_input("start", np.ascontiguousarray(offsets.T.numpy(), dtype=np.int32))
             self.pipe.feed_input("mirror", flips.numpy().astype(np.int32))
             (images,) = self.pipe.run()
             index = torch.from_numpy(index).to(self.device)
@@ -116,31 +122,75 @@ class DaliArrayTrainStream:
 
 
 class DaliFileTrainStream:
-    """Image-folder training split: readers.file over the epoch order, sharded by global rank."""
+    """Image-folder training split: ONE pipeline per `iterate()` (a run, or a search episode), whose
+    external_source reads this rank's files in the EpochOrder, epoch after epoch (DALI's PyTorch iterator
+    resets at each epoch end); decoding, random-resized-crop, flip and normalise run in DALI. Damaged files
+    (screened once, `damaged`) are left out of the order: fail naming them, or skip them (counted)."""
 
     def __init__(self, paths: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, image_size: int, device,
-                 shard=(0, 1), dali_device: str = "cpu", num_threads: int = 1, on_corrupt: str = "fail"):
+                 shard=(0, 1), dali_device: str = "cpu", num_threads: int = 1, on_corrupt: str = "fail",
+                 damaged: np.ndarray | None = None):
         self.paths, self.labels = paths, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-        self.order = EpochOrder(len(paths), batch_size, shard)
-        self.batch_size, self.batches_per_epoch = batch_size, self.order.batches_per_epoch
         self.mean, self.std, self.image_size, self.device = mean, std, image_size, device
         self.dali_device, self.num_threads, self.on_corrupt = dali_device, num_threads, on_corrupt
         self.corrupt = CorruptImageLog(paths)
+        damaged = screen_images(paths) if damaged is None else np.asarray(damaged, dtype=np.int64)
+        if len(damaged):
+            self._handle_unreadable(damaged)
+        self.readable = np.setdiff1d(np.arange(len(paths)), damaged)  # the order runs over these positions
+        self.order = EpochOrder(len(self.readable), batch_size, shard)
+        self.batch_size, self.batches_per_epoch = batch_size, self.order.batches_per_epoch
 
     @property
     def skipped_images(self) -> int:
         return len(self.corrupt.skipped)
 
-    def _build(self, positions: np.ndarray, seed: int, shard=(0, 1)):
-        """A pipeline reading shard `shard` = (id, count) of `positions`, in order."""
+    def _positions(self, stream_seed: int, epoch: int, position: int) -> np.ndarray:
+        """Positions in the split of this rank's batch `position` of `epoch`."""
+        keys = self.order.epoch_order(stream_seed, epoch)[position * self.batch_size:(position + 1) * self.batch_size]
+        return self.readable[keys]
+
+    def iterate(self, stream_seed: int, start_step: int = 0):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator
+        first_epoch, first_position = divmod(start_step, self.batches_per_epoch)
+        recent = []  # positions of the batches handed to DALI and not yet out: to name a file DALI cannot decode
+        reader = ThreadPoolExecutor(max(self.num_threads, 1))
+
+        def source(info):  # DALI's batch_info: the iteration within the DALI epoch, and that epoch's index
+            epoch = first_epoch + info.epoch_idx
+            position = info.iteration + (first_position if info.epoch_idx == 0 else 0)
+            if position >= self.batches_per_epoch:
+                raise StopIteration  # the epoch ends: the iterator resets, the next one starts in its own order
+            positions = self._positions(stream_seed, epoch, position)
+            recent.append(positions)
+            del recent[:-4]  # prefetch depth 2, one in flight, one in hand
+            encoded = list(reader.map(lambda p: np.fromfile(self.paths[p], dtype=np.uint8), positions))
+            return encoded, [np.array([p], dtype=np.int64) for p in positions]
+
+        pipe = self._build(source, derive_seed(stream_seed, "augment", start_step, self.order.shard_id))
+        batches = None
+        while True:
+            try:  # the iterator's constructor already runs the first batches
+                if batches is None:  # (not `or`: the iterator has a length)
+                    batches = DALIGenericIterator(pipe, ["images", "positions"], auto_reset=True)
+                outputs = next(batches)
+            except StopIteration:
+                continue  # epoch boundary (auto_reset has started the next epoch)
+            except RuntimeError as err:  # damage the screen cannot see: name the file and stop
+                bad = [p for positions in recent for p in positions if not _decodes(self.paths[p])]
+                names = ", ".join(self.paths[p] for p in bad[:3]) or "unknown file"
+                raise ValueError(f"cannot decode image {names}: {str(err)[:300]}") from None
+            index = outputs[0]["positions"].reshape(-1).to(self.device)
+            yield Batch(outputs[0]["images"].to(self.device), self.labels[index], index)
+
+    def _build(self, source, seed: int):
         import nvidia.dali.fn as fn
         import nvidia.dali.types as types
         pipe = _pipeline(self.batch_size, self.num_threads, self.dali_device, self.device, seed)
         with pipe:
-            # labels carry the position in the split: class labels and clean masks are looked up from it
-            encoded, position = fn.readers.file(files=self.paths[positions].tolist(), labels=positions.tolist(),
-                                                random_shuffle=False, pad_last_batch=True, shard_id=shard[0],
-                                                num_shards=shard[1], stick_to_shard=True, name="reader")
+            # the second output carries the position in the split: labels and clean masks are looked up from it
+            encoded, position = fn.external_source(source=source, num_outputs=2, batch=True, batch_info=True,
+                                                   dtype=[types.UINT8, types.INT64])
             images = fn.decoders.image(encoded, device="mixed" if self.dali_device == "gpu" else "cpu",
                                        output_type=types.RGB)
             images = fn.random_resized_crop(images, size=[self.image_size, self.image_size])
@@ -148,43 +198,12 @@ class DaliFileTrainStream:
         pipe.build()
         return pipe
 
-    def _shard_positions(self, stream_seed: int, epoch: int) -> np.ndarray:
-        """This rank's part of the epoch order, as readers.file cuts it (equal contiguous shards)."""
-        whole = self.order.permutation(stream_seed, epoch)[:self.order.per_shard * self.order.num_shards]
-        return np.array_split(whole, self.order.num_shards)[self.order.shard_id]
-
-    def iterate(self, stream_seed: int, start_step: int = 0):
-        epoch, position = divmod(start_step, self.batches_per_epoch)
-        while True:
-            seed = derive_seed(stream_seed, "augment", epoch, position, self.order.shard_id)
-            remaining = self._shard_positions(stream_seed, epoch)[position * self.batch_size:]
-            damaged = remaining[damaged_files(self.paths[remaining])]
-            if len(damaged):
-                remaining = _without(remaining, self._handle_unreadable(damaged))
-            if position == 0 and not len(damaged):  # readers.file shards the whole epoch order by global rank
-                whole = self.order.permutation(stream_seed, epoch)[:self.order.per_shard * self.order.num_shards]
-                pipe = self._build(whole, seed, (self.order.shard_id, self.order.num_shards))
-            else:  # resumed mid-epoch, or images dropped: read the rest of this rank's shard
-                pipe = self._build(remaining, seed)
-            while position < self.batches_per_epoch:
-                try:
-                    images, positions = pipe.run()
-                except RuntimeError as err:  # damage the screen cannot see: name the file and stop
-                    bad = [p for p in remaining if not _decodes(self.paths[p])]
-                    names = ", ".join(self.paths[p] for p in bad[:3]) or "unknown file"
-                    raise ValueError(f"cannot decode image {names}: {str(err)[:300]}") from None
-                index = torch.from_numpy(positions.as_array().reshape(-1).astype(np.int64)).to(self.device)
-                yield Batch(_to_torch(images, self.device), self.labels[index], index)
-                position += 1
-            epoch, position = epoch + 1, 0
-
-    def _handle_unreadable(self, damaged: np.ndarray) -> np.ndarray:
+    def _handle_unreadable(self, damaged: np.ndarray) -> None:
         """data.on_corrupt_image: fail naming the files, or skip them (counted and logged)."""
         if self.on_corrupt == "fail":
             names = ", ".join(self.paths[p] for p in damaged[:3])
             raise ValueError(f"cannot decode image {names} (damaged; data.on_corrupt_image=skip to skip it)")
         self.corrupt.record(damaged)
-        return damaged
 
 
 def _decodes(path) -> bool:
@@ -195,18 +214,15 @@ def _decodes(path) -> bool:
         return False
 
 
-def _without(positions: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    return positions[~np.isin(positions, bad)]
-
-
 class DaliFileEvalSet:
     """Clean evaluation batches of an image folder through DALI: resize + centre crop, in file order."""
 
     def __init__(self, paths: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, image_size: int, device,
-                 dali_device: str = "cpu", num_threads: int = 1, on_corrupt: str = "fail"):
+                 dali_device: str = "cpu", num_threads: int = 1, on_corrupt: str = "fail",
+                 damaged: np.ndarray | None = None):
         import nvidia.dali.fn as fn
         import nvidia.dali.types as types
-        damaged = damaged_files(paths)
+        damaged = list(screen_images(paths) if damaged is None else damaged)  # screened once per run (build_data)
         if damaged and on_corrupt == "fail":
             raise ValueError(f"cannot decode image {paths[damaged[0]]} (damaged; data.on_corrupt_image=skip to skip it)")
         self.corrupt = CorruptImageLog(paths)

@@ -5,9 +5,11 @@ disk; the pipelines (DALI readers.file, or PIL in a torch DataLoader) decode the
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -82,6 +84,75 @@ def _intact(path: str) -> bool:
     if head == b"\x89PNG\r\n\x1a\n":
         return b"IEND" in tail
     return False
+
+
+@dataclass
+class Screening:
+    """How a run screens its images once: rank `rank` of `size` checks every size-th file, the ranks share what
+    they found (`allgather`, one collective), and rank 0 keeps it in `cache` with each file's size and
+    modification time, so a resumed run re-reads only files that changed. Screening() = alone, uncached."""
+
+    cache: Path | None = None
+    rank: int = 0
+    size: int = 1
+    allgather: Callable | None = None
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        info = os.stat(path)
+        return info.st_size, info.st_mtime_ns
+    except OSError:
+        return -1, -1
+
+
+def _read_cache(path: Path | None) -> dict:
+    """path -> (size, mtime_ns, intact) of an earlier screening ({} if none or unreadable: screen again)."""
+    import h5py
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        with h5py.File(path, "r") as file:
+            names = file["paths"][()].tobytes().decode().split("\n")
+            sizes, mtimes, intact = file["size"][()], file["mtime_ns"][()], file["intact"][()]
+    except (OSError, KeyError, UnicodeDecodeError):
+        return {}
+    return dict(zip(names, zip(sizes.tolist(), mtimes.tolist(), intact.tolist())))
+
+
+def _write_cache(path: Path, entries: dict) -> None:
+    """Atomically: a temporary file renamed over the old one."""
+    import h5py
+    names = list(entries)
+    values = np.array([entries[name] for name in names], dtype=np.int64).reshape(-1, 3)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    with h5py.File(tmp, "w") as file:
+        file.create_dataset("paths", data=np.frombuffer("\n".join(names).encode(), dtype=np.uint8),
+                            compression="gzip", compression_opts=1)
+        for column, name in enumerate(("size", "mtime_ns", "intact")):
+            file.create_dataset(name, data=values[:, column])
+    os.replace(tmp, path)
+
+
+def screen_images(paths, screening: Screening | None = None, threads: int = 8) -> np.ndarray:
+    """Positions in `paths` of damaged files (the structural check of `damaged_files`), each file read once per
+    run: unchanged files (size, mtime) are taken from the cache, the rest split over the ranks."""
+    from concurrent.futures import ThreadPoolExecutor
+    screening = screening or Screening()
+    paths = [str(p) for p in paths]
+    mine = list(range(screening.rank, len(paths), screening.size))
+    cached = _read_cache(screening.cache)  # every rank reads it; rank 0 alone writes it
+    with ThreadPoolExecutor(threads) as pool:
+        stats = list(pool.map(_stat, [paths[i] for i in mine], chunksize=256))
+        fresh = [k for k, i in enumerate(mine) if cached.get(paths[i], (None, None, 0))[:2] != stats[k]]
+        checked = dict(zip(fresh, pool.map(_intact, [paths[mine[k]] for k in fresh], chunksize=256)))
+    found = [(i, *stats[k], int(checked[k] if k in checked else cached[paths[i]][2])) for k, i in enumerate(mine)]
+    everyone = screening.allgather(found) if screening.allgather else [found]
+    result = [entry for part in everyone for entry in part]
+    if screening.cache is not None and screening.rank == 0:
+        cached.update({paths[i]: (size, mtime, ok) for i, size, mtime, ok in result})
+        _write_cache(screening.cache, cached)
+    return np.array(sorted(i for i, _, _, ok in result if not ok), dtype=np.int64)
 
 
 def damaged_files(paths, threads: int = 8) -> list[int]:

@@ -1,4 +1,5 @@
-"""Top-1 accuracy of one or more networks on a clean evaluation set, in one pass over its batches."""
+"""Top-1 accuracy of one or more networks on a clean evaluation set, in one pass over its batches; or of one
+network over a set sharded across ranks (the data-parallel test phase)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,8 +10,8 @@ from ..data.types import EvalSet
 
 
 @torch.no_grad()
-def top1_accuracies(models: Sequence[torch.nn.Module], eval_set: EvalSet) -> list[float]:
-    """Accuracy (fraction) of each model; every batch is decoded and normalised once for all of them."""
+def top1_counts(models: Sequence[torch.nn.Module], eval_set: EvalSet) -> tuple[list[int], int]:
+    """(correct predictions of each model, images seen): counts, so shards of a set can be summed."""
     for model in models:
         model.eval()
     correct, total = [0] * len(models), 0
@@ -18,4 +19,18 @@ def top1_accuracies(models: Sequence[torch.nn.Module], eval_set: EvalSet) -> lis
         for i, model in enumerate(models):
             correct[i] += int((model(images).argmax(1) == labels).sum())
         total += labels.numel()
+    return correct, total
+
+
+def top1_accuracies(models: Sequence[torch.nn.Module], eval_set: EvalSet) -> list[float]:
+    """Accuracy (fraction) of each model; every batch is decoded and normalised once for all of them."""
+    correct, total = top1_counts(models, eval_set)
     return [count / max(total, 1) for count in correct]
+
+
+def sharded_accuracy(model: torch.nn.Module, shard: EvalSet, allgather) -> float:
+    """Top-1 accuracy over a set split across ranks: each rank counts its `shard`, `allgather` (one collective)
+    brings every rank's counts; the same value on every rank, equal to evaluating the whole set in one place."""
+    (correct,), total = top1_counts([model], shard)
+    everyone = allgather((correct, total))
+    return sum(c for c, _ in everyone) / max(sum(t for _, t in everyone), 1)

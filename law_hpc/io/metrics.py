@@ -2,7 +2,8 @@
 
 Layout (docs/interfaces.md): group /stages with equal-length 1-D datasets, /stages/action
 (N x 5: theta_T, b), /class_weight_mean (N x C) in the same row order, /events (NaN losses, resumes), /data_report
-(noise and class counts of the data), and file attributes (config YAML, world size, versions, git commit).
+(noise and class counts of the data), and file attributes (config YAML, world size, versions, git commit,
+and `status`: running, done, failed or preempted, kept current by rank 0 for tools/watch.py).
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import h5py
 import numpy as np
 import torch
 
-from ..law.policy import ACTION_DIM
+from ..law.policy import ACTION_DIM, ACTION_TERMS
 
 MAGIC = "law_hpc.metrics/1"
+STATUSES = ("running", "done", "failed", "preempted")
+_STATUS_DTYPE = f"S{max(map(len, STATUSES))}"  # fixed size: SWMR allows rewriting it in place, not recreating it
 
 
 @dataclass
@@ -141,6 +144,7 @@ class MetricsLog:
         report = file.create_group("data_report")
         for key, value in data_report.items():
             report.create_dataset(key, data=np.asarray(value))
+        file.attrs.create("status", np.bytes_("running"), dtype=_STATUS_DTYPE)
         file.swmr_mode = True
         return cls(path, file, layout)
 
@@ -153,8 +157,12 @@ class MetricsLog:
         for name in layout:
             if file[name].shape[0] > cursor:
                 file[name].resize(cursor, axis=0)
+        if "status" not in file.attrs:  # a file of an older version
+            file.attrs.create("status", np.bytes_("running"), dtype=_STATUS_DTYPE)
         file.swmr_mode = True
-        return cls(path, file, layout)
+        log = cls(path, file, layout)
+        log.set_status("running")
+        return log
 
     @property
     def rows(self) -> int:
@@ -180,7 +188,17 @@ class MetricsLog:
             events[name][start] = value
         self.file.flush()
 
-    def close(self) -> None:
+    def set_status(self, status: str) -> None:
+        """running, done, failed or preempted: what tools/watch.py follows."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown run status '{status}' (known: {', '.join(STATUSES)})")
+        self.file.attrs.modify("status", np.bytes_(status))
+        self.file.flush()
+
+    def close(self, status: str | None = None) -> None:
+        """Close the file, recording how the run ended (`status`) if given."""
+        if status is not None:
+            self.set_status(status)
         self.file.close()
 
 
@@ -214,3 +232,42 @@ def read_stages(path: str | Path) -> dict[str, np.ndarray]:
         columns = {name: stages[name][:n] for name in stages}
         columns["class_weight_mean"] = file["class_weight_mean"][:n]
     return columns
+
+
+def read_status(file: h5py.File) -> str:
+    """The run status of an open metrics/train file ("" for a file written before statuses existed)."""
+    value = file.attrs.get("status", b"")
+    return (value.decode() if isinstance(value, bytes) else str(value)).strip()
+
+
+def read_table(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
+    """(flat columns, status) of a metrics.h5 (/stages: action -> action_<term>, class_weight_mean ->
+    class_weight_mean_<class>) or a train.h5 (/epochs): one 1-D array per column, all of equal length."""
+    with open_metrics(path) as file:
+        status = read_status(file)
+        group = file["stages"] if "stages" in file else file["epochs"]
+        n = min(group[name].shape[0] for name in group)  # a live file may be mid-append
+        columns = {}
+        for name in group:
+            values = group[name][:n]
+            if values.ndim == 1:
+                columns[name] = values
+            else:
+                names = ACTION_TERMS if name == "action" else range(values.shape[1])
+                columns.update({f"{name}_{term}": values[:, i] for i, term in enumerate(names)})
+        if "class_weight_mean" in file:
+            per_class = file["class_weight_mean"][:n]
+            columns.update({f"class_weight_mean_{c}": per_class[:, c] for c in range(per_class.shape[1])})
+    return columns, status
+
+
+def to_dataframe(path: str | Path):
+    """A metrics.h5 or train.h5 as a flat pandas DataFrame: one row per (episode, stage, rank) or epoch, the
+    action as action_loss, action_entropy, action_density, action_label, action_bias and the per-class mean
+    weights as class_weight_mean_0..C-1. Also while the job writes the file."""
+    try:
+        import pandas as pd
+    except ImportError as err:
+        raise ImportError(f"to_dataframe needs pandas (pip install 'law_hpc[plots]'): {err}") from None
+    columns, _ = read_table(path)
+    return pd.DataFrame(columns)

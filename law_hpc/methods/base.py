@@ -38,7 +38,9 @@ class WeightingMethod:
         return cls()
 
     def setup(self, model_factory: Callable[..., torch.nn.Module], optimizer_factory, device) -> None:
-        """Build the network(s): `model_factory(variant)` gives the same initialisation for every method."""
+        """Build the network(s): `model_factory(variant)` gives the same initialisation for every method;
+        `optimizer_factory(model, optimizer=None)` gives the SGD of the schedule (or wraps `optimizer`),
+        data-parallel over the ranks."""
         self.model = model_factory().to(device)
         self.optimizer = optimizer_factory(self.model)
 

@@ -27,7 +27,9 @@ class MetaWeightNet(WeightingMethod):
         with torch.random.fork_rng(devices=[]):  # the same meta-net initialisation on every rank and run
             torch.manual_seed(0)
             self.meta_net = weight_net(self.hidden).to(device)
-        self.meta_optimizer = torch.optim.Adam(self.meta_net.parameters(), lr=self.meta_lr)
+        # data-parallel: the meta-net's gradients are averaged over ranks too, so every rank holds one meta-net
+        self.meta_optimizer = optimizer_factory(self.meta_net, torch.optim.Adam(self.meta_net.parameters(),
+                                                                                lr=self.meta_lr))
 
     def loss_weights(self, per_sample_loss: torch.Tensor) -> torch.Tensor:
         return self.meta_net(per_sample_loss.detach()[:, None]).squeeze(1)

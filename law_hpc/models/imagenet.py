@@ -1,7 +1,6 @@
 """torchvision's ImageNet architectures, randomly initialised, with our class and channel counts."""
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 from . import register
@@ -19,6 +18,7 @@ def _replace_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 
 def _torchvision_resnet(arch: str):
     def build(num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+        import torchvision  # only these models need it: the core package installs without it
         model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
         model.conv1 = _replace_first_conv(model.conv1, in_channels)
         return model
@@ -34,6 +34,7 @@ for _arch in ("resnet18", "resnet34", "resnet50"):
 @register("mobilenet_v2")
 def mobilenet_v2(num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     """torchvision MobileNetV2 (Sandler et al. 2018, arXiv:1801.04381); width 1.0, dropout 0.2 before the classifier."""
+    import torchvision
     model = torchvision.models.mobilenet_v2(weights=None, num_classes=num_classes)
     stem = model.features[0][0]
     model.features[0][0] = _replace_first_conv(stem, in_channels)

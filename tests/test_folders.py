@@ -1,0 +1,102 @@
+"""The image-folder path that scales, on real JPEGs (Fashion-MNIST exported in ImageNet's layout): images
+screened once per run and cached with sizes and mtimes, shared by the ranks; one pipeline per run whose
+epochs follow the EpochOrder (DALI and torch alike, also from a resumed step)."""
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from law_hpc.config import load_config
+from law_hpc.data import Screening, build_data
+from law_hpc.data.folders import scan_image_folder, screen_images
+from search_helpers import REPO, SMOKE, run_search
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("folders") / "imagenet"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "export_dataset.py"), "--format", "imagenet", "--out",
+                           str(out), "--per-class", "40", "--test-per-class", "10"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def folder_config(root, backend, *extra):
+    return load_config(SMOKE, ["data.dataset=imagenet", f"data.root={root}", f"data.backend={backend}",
+                               "data.image_size=32", "data.val_size=100", "data.train_size=0", "data.batch_size=50",
+                               *extra]).data
+
+
+def cached(path) -> dict:
+    with h5py.File(path, "r") as f:
+        names = f["paths"][()].tobytes().decode().split("\n")
+        return dict(zip(names, f["intact"][()].tolist()))
+
+
+def test_screening_is_cached_with_sizes_and_mtimes_and_a_changed_file_is_screened_again(export, tmp_path):
+    root = tmp_path / "imagenet"
+    shutil.copytree(export, root)
+    paths = scan_image_folder(root, "train").paths
+    victim, healthy = paths[7], paths[8]
+    open(victim, "wb").write(open(victim, "rb").read()[:100])  # truncated
+    cache = tmp_path / "screened.h5"
+    assert screen_images(paths, Screening(cache)).tolist() == [7]
+    entries = cached(cache)
+    assert len(entries) == len(paths) and entries[victim] == 0 and entries[healthy] == 1
+    # Unchanged files are not read again: a (deliberately wrong) cached verdict on an unchanged file stands...
+    with h5py.File(cache, "r+") as f:
+        names = f["paths"][()].tobytes().decode().split("\n")
+        intact = f["intact"][()]
+        intact[names.index(healthy)] = 0
+        f["intact"][...] = intact
+    assert screen_images(paths, Screening(cache)).tolist() == [7, 8]
+    # ...and a file whose modification time or size changed is screened again
+    os.utime(healthy, ns=(os.stat(healthy).st_atime_ns, os.stat(healthy).st_mtime_ns + 10 ** 9))
+    shutil.copy(paths[9], victim)  # repaired: another size
+    assert screen_images(paths, Screening(cache)).tolist() == []
+    assert set(cached(cache).values()) == {1}
+
+
+@pytest.mark.parametrize("backend", ["dali", "torch"])
+def test_one_iterate_runs_epoch_after_epoch_in_the_epoch_order(export, backend):
+    """One pipeline / DataLoader for the run: three epochs from one iterate(), each a new permutation, the same
+    positions as a stream started at that step (what a resumed run gets), the same for both backends."""
+    cfg = folder_config(export, backend)
+    stream = build_data(cfg, purpose="train", seed=0, rank=0, world_size=1, device=CPU).train
+    per_epoch = stream.batches_per_epoch
+    batches = stream.iterate(5)
+    got = [next(batches).index.numpy() for _ in range(3 * per_epoch)]
+    epochs = [np.concatenate(got[e * per_epoch:(e + 1) * per_epoch]) for e in range(3)]
+    expected = [stream.order.epoch_order(5, e)[:per_epoch * 50] for e in range(3)]
+    for epoch, (seen, order) in enumerate(zip(epochs, expected)):
+        assert np.array_equal(seen, order), epoch  # no damaged files: readable positions are all positions
+    assert not np.array_equal(epochs[0], epochs[1])
+    resumed = stream.iterate(5, start_step=per_epoch + 2)  # mid-epoch 1
+    assert np.array_equal(next(resumed).index.numpy(), got[per_epoch + 2])
+
+
+def test_two_ranks_share_the_screening_and_skip_the_same_files(export, tmp_path):
+    root = tmp_path / "imagenet"
+    shutil.copytree(export, root)
+    victims = sorted((root / "train").glob("*/*.JPEG"))[5::60]
+    for victim in victims:
+        victim.write_bytes(victim.read_bytes()[:200])
+    overrides = ["data.dataset=imagenet", f"data.root={root}", "data.backend=dali", "data.image_size=32",
+                 "data.val_size=100", "data.search_train_size=200", "search.episodes=1", "data.on_corrupt_image=skip",
+                 "threads_per_rank=1"]
+    proc = run_search(tmp_path / "run", ranks=2, overrides=overrides)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    entries = cached(tmp_path / "run" / "screened.h5")  # rank 0 wrote what both ranks screened
+    skipped = {name for name, ok in entries.items() if not ok}
+    assert skipped and skipped <= {str(v) for v in victims}
+    with h5py.File(tmp_path / "run" / "split.h5", "r") as f:
+        used = len(f["train_index"]) + len(f["val_index"])
+    assert len(entries) == used  # every file the search reads, once
