@@ -17,9 +17,9 @@ run, so an interrupted benchmark keeps what it measured; re-running skips finish
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,13 +60,15 @@ def parse_args(argv=None):
 
 
 def run_logged(cmd: list[str], log: Path) -> float:
-    """Run `cmd` with output to `log`; its wall time in seconds; a failure raises with the log's tail."""
-    started = time.perf_counter()
+    """Run `cmd` with output to `log`; the CPU seconds it used (its processes' user + system time, so runs
+    side by side do not inflate each other); a failure raises with the log's tail."""
     with open(log, "w") as handle:
-        code = subprocess.call(cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{log.read_text()[-2000:]}")
-    return time.perf_counter() - started
+    return usage.ru_utime + usage.ru_stime
 
 
 def config_args(setting: str, extra: list[str]) -> list[str]:
@@ -86,8 +88,8 @@ def search(args, setting: str, ranks: int, out: Path) -> tuple[Path, float]:
         cmd = launcher + [PYTHON, "-m", "law_hpc.search", "--run-dir", str(run_dir)] + config_args(
             setting, [f"search.episodes={episodes}"] + args.set)
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        seconds = run_logged(cmd, out / setting / f"search-np{ranks}.log")
-        cost_file.write_text(f"{seconds * ranks / 60:.3f}\n")
+        cpu_seconds = run_logged(cmd, out / setting / f"search-np{ranks}.log")
+        cost_file.write_text(f"{cpu_seconds / 60:.3f}\n")
     return policy, float(cost_file.read_text())
 
 
@@ -98,10 +100,10 @@ def train(args, setting: str, row: str, method: str, seed: int, policy: Path | N
     if not result_file.exists():
         cmd = [PYTHON, "-m", "law_hpc.train", "--run-dir", str(run_dir)] + config_args(setting, [f"seed={seed}"] + args.set)
         cmd += ["--policy", str(policy)] if method == "law" else ["--method", method]
-        seconds = run_logged(cmd, out / setting / f"{row.replace(' ', '_')}-seed{seed}.log")
+        cpu_seconds = run_logged(cmd, out / setting / f"{row.replace(' ', '_')}-seed{seed}.log")
         with h5py.File(run_dir / "train.h5", "r") as log:
             test_acc = log["epochs/test_acc"][()]
-        np.save(result_file, np.array([test_acc[-1], test_acc.max(), seconds / 60]))
+        np.save(result_file, np.array([test_acc[-1], test_acc.max(), cpu_seconds / 60]))
     final, best, minutes = np.load(result_file)
     return {"final": final, "best": best, "cpu_minutes": minutes}
 
@@ -122,7 +124,7 @@ def table(results: dict, search_cost: dict, rows: dict, args) -> str:
             lines.append(f"| {row} | {final.mean():.1f} ± {final.std():.1f} | {best.mean():.1f} ± {best.std():.1f} "
                          f"| {len(runs)} | {minutes:.1f} |")
         lines.append("")
-    lines.append("CPU-min: one training's CPU time; for law, its search's (all searchers) is added.")
+    lines.append("CPU-min: one training's CPU time (user + system); for law, its search's (all searchers) is added.")
     return "\n".join(lines) + "\n"
 
 

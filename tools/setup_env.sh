@@ -130,7 +130,7 @@ fi
 # --- virtual environment and torch ----------------------------------------------------------------
 [ -x "$venv/bin/python" ] || { log "creating $venv"; "$python_bin" -m venv "$venv"; }
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install --upgrade "pip<26.2" setuptools wheel packaging
+"${pip[@]}" install --upgrade "pip<26.2" setuptools wheel "packaging<=26.3"  # DALI 2.4 wants packaging <= 26.3
 "${pip[@]}" install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 
 # --- Horovod: built once per (horovod, torch, python, cuda, gpu ops) and cached outside the repository ----
@@ -169,7 +169,10 @@ WRAP
     fi
     mkdir -p "$wheel_dir"
     # HOROVOD_GPU_OPERATIONS=none (ours) means: no GPU operations; Horovod itself knows only NCCL/MPI
-    env -u HOROVOD_GPU_OPERATIONS "${build_env[@]}" "${pip[@]}" wheel --no-build-isolation --no-deps --no-binary horovod \
+    # --no-cache-dir: pip would otherwise hand back a wheel it built earlier from the same sdist, whatever
+    # the build variables now say (a CPU build under the NCCL key)
+    env -u HOROVOD_GPU_OPERATIONS "${build_env[@]}" "${pip[@]}" wheel --no-cache-dir --no-build-isolation --no-deps \
+        --no-binary horovod \
         "horovod==$HOROVOD_VERSION" -w "$build_tmp/wheel" > "$build_tmp/build.log" 2>&1 \
       || { tail -40 "$build_tmp/build.log" >&2; die "Horovod build failed; full log: $build_tmp/build.log"; }
     mv "$build_tmp"/wheel/horovod-*.whl "$wheel_dir/"
@@ -179,6 +182,7 @@ WRAP
   fi
   "${pip[@]}" install --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
   "${pip[@]}" install cffi cloudpickle psutil pyyaml  # Horovod's own runtime deps
+  horovod_ok || die "the Horovod of $wheel_dir is not the wanted build (GPU operations: $gpu_ops); remove that directory and rerun"
 fi
 
 # --- the rest and the package itself -------------------------------------------------------------
