@@ -153,8 +153,9 @@ def test_bad_config_key_is_one_clear_line_and_exit_2(tmp_path, ranks):
     output = proc.stdout + proc.stderr
     errors = [line for line in output.splitlines() if "error: unknown config key 'search.episodez'" in line]
     # One line per rank that got to print it: horovodrun may stop the other rank first when one exits (a race
-    # seen on a loaded machine), so under 2 ranks one or two such lines, and never a traceback.
-    assert 1 <= len(errors) <= ranks and "Traceback" not in output
+    # seen on a loaded machine), so under 2 ranks one or two such lines, and no rank prints a traceback
+    # (horovodrun's own report of the failed ranks is not ours).
+    assert 1 <= len(errors) <= ranks and not any("]<stderr>:Traceback" in line for line in output.splitlines())
     assert proc.returncode == 2 if ranks == 1 else proc.returncode != 0
 
 
