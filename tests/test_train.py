@@ -141,3 +141,16 @@ def test_data_parallel_rank0_checkpoint_and_sharded_evaluation_equal_one_rank(tm
     test_acc, val_acc = evaluate_checkpoint_on_one_rank(run_dir, tmp_path)
     assert (test_acc, val_acc) == (rows["test_acc"][-1], rows["val_acc"][-1])
     assert test_acc > 0.3  # a trained network (chance 0.1): the equality is not 0 == 0
+
+
+@pytest.mark.parametrize("shipped", sorted((REPO / "policies").glob("*.h5")), ids=lambda path: path.name)
+def test_shipped_policy_fits_its_config_and_won_its_search(shipped):
+    """policies/<name>.h5 trains with configs/<name>.yaml as it is: same schedule, same classes, and its search's
+    evaluation beat the reference on validation."""
+    from law_hpc.config import load_config
+    from law_hpc.io.policy_file import load_policy, schedule_differences
+    cfg = load_config(REPO / "configs" / f"{shipped.stem}.yaml")
+    _, settings, log_class_freq = load_policy(shipped)
+    assert schedule_differences(settings, cfg) == []
+    assert len(log_class_freq) == settings["num_classes"] == 10
+    assert settings["validation_gap"] > 0.01 and settings["feature_norm"] == cfg.strategy.feature_norm

@@ -45,7 +45,16 @@ def pyplot():
 def save_figure(fig, args, default_png: str) -> int:
     """Write the figure where --out says (default beside metrics.h5), print its path; exit code 0."""
     out = output_path(args, default_png)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(out, dpi=120)
     print(out)
     return 0
+
+
+def episode_colours(plt, fig, axes, episodes) -> dict:
+    """One colour per episode on a sequential map with a colour bar: a legend does not scale to 40 episodes."""
+    episodes = sorted(int(e) for e in episodes)
+    norm = plt.Normalize(episodes[0] + 1, max(episodes[-1] + 1, episodes[0] + 2))
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, label="episode")
+    return {e: plt.get_cmap("viridis")(norm(e + 1)) for e in episodes}

@@ -31,13 +31,11 @@ PYTHON = sys.executable
 HOROVODRUN = str(Path(PYTHON).parent / "horovodrun")
 METHODS = ["uniform", "focal", "class_balanced", "self_paced", "coteaching", "l2rw", "mwnet", "law", "oracle"]
 SETTINGS = {
-    "noisy_mlp": {"config": "fmnist_noisy_mlp.yaml", "overrides": ["train.forget_rate=0.4"],
+    "noisy_mlp": {"config": "fmnist_noisy_mlp.yaml", "overrides": [],
                   "title": "MLP, 40 % symmetric label noise (memorising)", "searcher_episodes": 80},
-    "noisy": {"config": "fmnist_noisy.yaml", "overrides": ["train.forget_rate=0.4"],
+    "noisy": {"config": "fmnist_noisy.yaml", "overrides": [],
               "title": "small CNN, 40 % symmetric label noise", "searcher_episodes": 32},
-    "longtail": {"config": "fmnist_noisy.yaml",
-                 "overrides": ["data.noise_mode=none", "data.noise_rate=0.0", "data.imbalance=long_tail",
-                               "data.imbalance_factor=100", "train.forget_rate=0.1"],
+    "longtail": {"config": "fmnist_longtail.yaml", "overrides": [],
                  "title": "small CNN, clean labels, long-tailed classes (imbalance factor 100)", "searcher_episodes": 32},
 }
 TRANSFER = {"noisy": "noisy_mlp"}  # setting -> the setting whose searched policy it also trains with
@@ -55,6 +53,8 @@ def parse_args(argv=None):
                         help="N_a of the LAW searches: one law row per value (horovodrun -np)")
     parser.add_argument("--jobs", type=int, default=2, help="trainings run side by side (1 thread each)")
     parser.add_argument("--table", default="results.md", help="the markdown table's file name in --out")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: write the table from the runs already finished in --out")
     parser.add_argument("--set", action="append", default=[], help="extra config override for every run")
     return parser.parse_args(argv)
 
@@ -82,6 +82,8 @@ def search(args, setting: str, ranks: int, out: Path) -> tuple[Path, float]:
     total = args.searcher_episodes or SETTINGS[setting]["searcher_episodes"]
     run_dir = out / setting / f"search-np{ranks}"
     policy, cost_file = run_dir / "policy.h5", run_dir / "cpu_minutes.txt"
+    if args.report and not cost_file.exists():
+        return policy, float("nan")
     if not cost_file.exists():
         episodes = max(1, total // ranks)
         launcher = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}"] if ranks > 1 else []
@@ -93,10 +95,12 @@ def search(args, setting: str, ranks: int, out: Path) -> tuple[Path, float]:
     return policy, float(cost_file.read_text())
 
 
-def train(args, setting: str, row: str, method: str, seed: int, policy: Path | None, out: Path) -> dict:
-    """One test-phase training; {'final', 'best', 'cpu_minutes'}."""
+def train(args, setting: str, row: str, method: str, seed: int, policy: Path | None, out: Path) -> dict | None:
+    """One test-phase training; {'final', 'best', 'cpu_minutes'} (None: not run, --report)."""
     run_dir = out / setting / f"{row.replace(' ', '_')}-seed{seed}"
     result_file = run_dir / "result.npy"
+    if args.report and not result_file.exists():
+        return None
     if not result_file.exists():
         cmd = [PYTHON, "-m", "law_hpc.train", "--run-dir", str(run_dir)] + config_args(setting, [f"seed={seed}"] + args.set)
         cmd += ["--policy", str(policy)] if method == "law" else ["--method", method]
@@ -135,6 +139,8 @@ def main(argv=None) -> int:
     results, search_cost, rows, policies = {}, {}, {}, {}
 
     def finish(key, result):
+        if result is None:
+            return
         results.setdefault(key, []).append(result)
         (out / args.table).write_text(table(results, search_cost, rows, args))
         print(f"[benchmark] {key[0]} {key[1]}: final {100 * result['final']:.1f} % best {100 * result['best']:.1f} %",
@@ -147,7 +153,8 @@ def main(argv=None) -> int:
                 jobs.append((method, method, None))
                 continue
             for ranks in args.search_ranks:
-                print(f"[benchmark] {setting}: searching with {ranks} searcher(s)", flush=True)
+                if not args.report:
+                    print(f"[benchmark] {setting}: searching with {ranks} searcher(s)", flush=True)
                 row = "law" if ranks == args.search_ranks[0] else f"law N_a={ranks}"
                 policies[(setting, ranks)], search_cost[(setting, row)] = search(args, setting, ranks, out)
                 jobs.append((row, "law", policies[(setting, ranks)]))
