@@ -14,6 +14,10 @@ request, SIGUSR1/SIGTERM, one written mid-stage), and rewrites metrics.h5 from t
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before torch: a stop request while the rank starts up is kept, not fatal
+    from law_hpc.engine.preemption import StopFlag
+    StopFlag.install()
+
 import argparse
 import enum
 import sys

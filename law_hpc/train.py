@@ -12,6 +12,10 @@ request), and rewrites train.h5 from the checkpoint.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before torch: a stop request while the rank starts up is kept, not fatal
+    from law_hpc.engine.preemption import StopFlag
+    StopFlag.install()
+
 import argparse
 import dataclasses
 import hashlib

@@ -15,6 +15,18 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the Slurm scripts requeue the job on this co
 
 
 class StopFlag:
+    """Set by SIGUSR1/SIGTERM. One per process (`install`): the entry points install it before their heavy
+    imports, so a request that comes while a rank starts up is kept instead of killing it."""
+
+    _installed: "StopFlag | None" = None
+
+    @classmethod
+    def install(cls) -> "StopFlag":
+        """The process's flag; the handlers are installed by the first call."""
+        if cls._installed is None:
+            cls._installed = cls()
+        return cls._installed
+
     def __init__(self, signals=(signal.SIGUSR1, signal.SIGTERM)):
         self.requested = False
         self.signal_name = ""
@@ -79,7 +91,7 @@ class Preemption:
 
     def __init__(self, dist, seconds: float, iterations: int, prefix: str = "[law]"):
         self.dist, self.prefix = dist, prefix
-        self.flag = StopFlag()
+        self.flag = StopFlag.install()
         self.poll = StopPoll(self.flag, dist.reduce_max, seconds, iterations)
 
     def agreed(self) -> bool:
