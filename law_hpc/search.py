@@ -33,7 +33,7 @@ from .config import Config
 from .engine.pair import ClassifierPair, FeatureSettings, InterruptedStage, StageProgress, StageStats
 from .engine.preemption import EXIT_PREEMPTED, Preemption
 from .engine.resume import load_agreed
-from .engine.schedule import StageSchedule
+from .engine.schedule import StageSchedule, schedule_difference
 from .engine.search_state import SearchState
 from .engine.selection import PolicySelection
 from .io.checkpoint import CheckpointStore
@@ -179,8 +179,8 @@ class Search:
         else:
             print(f"[law] resumed {self.run_dir} {position_text(position, self.schedule.iterations_per_stage)}; "
                   "metrics.h5 rewritten from the checkpoints", flush=True)
-        attributes = run_attributes(self.cfg, self.dist, num_classes=self.num_classes,
-                                    search_epochs=self.cfg.search_epochs, schedule_difference=self.schedule_note())
+        attributes = run_attributes(self.cfg, self.dist, num_classes=self.num_classes, search_epochs=self.cfg.search_epochs,
+                                    schedule_difference=schedule_difference(self.cfg))
         metrics, self.skips_reported = open_log(self.run_dir / "metrics.h5", search_layout(self.num_classes),
                                                 attributes, self.data.report, StageRow, histories,
                                                 self.schedule.iterations_per_stage)
@@ -193,8 +193,8 @@ class Search:
             print(f"[law] {self.dist.size} searcher(s) on {self.dist.device} ({self.dist.controller}); "
                   f"{s.episodes} episodes x {s.stages} stages x {self.schedule.iterations_per_stage} iterations; "
                   f"run dir {self.run_dir}", flush=True)
-            if self.schedule_note():
-                print(f"[law] NOTE: {self.schedule_note()}", flush=True)
+            if schedule_difference(self.cfg):
+                print(f"[law] NOTE: {schedule_difference(self.cfg)}", flush=True)
         while self.state.episode < s.episodes:
             episode = self.state.episode
             if self.pair is None:  # a new episode: fresh target, copied into the reference (DNR)
@@ -218,7 +218,7 @@ class Search:
             if self.dist.is_root:
                 self.finish_episode(episode)
         if self.dist.is_root:
-            self.report_selection()
+            print(f"[law] {self.selection.verdict()}", flush=True)
         return 0
 
     def run_stage(self, episode: int, stage: int, batches) -> StageOutcome:
@@ -244,9 +244,8 @@ class Search:
         row.stage_seconds = time.perf_counter() - started
         row.checkpoint_seconds = self.checkpoint(row)
         self.publish(row, diverged)
-        if self.preemption.agreed():
-            return StageOutcome.PREEMPTED
-        return StageOutcome.DIVERGED if diverged else StageOutcome.OK
+        agreed_stop = self.preemption.agreed()  # a collective: every rank asks, at every stage end
+        return StageOutcome.PREEMPTED if agreed_stop else StageOutcome.DIVERGED if diverged else StageOutcome.OK
 
     # --- the steps of a stage ------------------------------------------------------------------------
     def begin_stage(self, episode: int, stage: int, scalars) -> tuple[np.ndarray | None, StageProgress]:
@@ -380,26 +379,6 @@ class Search:
         summary = [row for row in episode_summary(read_stages(self.run_dir / "metrics.h5"))
                    if row["episode"] <= episode]
         print(f"[law] episode {episode + 1} done\n{summary_markdown(summary)}", flush=True)
-
-    def report_selection(self) -> None:
-        """The search's verdict, plainly: which actor policy.h5 holds, and whether it beat uniform training."""
-        best = self.selection.best
-        if best is None:
-            print("[law] no evaluation episode finished; no policy.h5 was written", flush=True)
-        elif best["validation_gap"] <= 0:
-            print(f"[law] WARNING: no evaluation episode's target beat its reference on the validation split (best "
-                  f"gap {100 * best['validation_gap']:+.2f} points, episode {best['episode'] + 1}). policy.h5 holds that "
-                  "actor, which is likely to hurt: search longer or change the strategy settings", flush=True)
-        else:
-            print(f"[law] policy.h5: the actor of evaluation episode {best['episode'] + 1}, validation gap "
-                  f"{100 * best['validation_gap']:+.2f} points over uniform training", flush=True)
-
-    def schedule_note(self) -> str:
-        """A deliberate difference between a search episode and the final training, or ""."""
-        if self.cfg.search_epochs == self.cfg.optim.epochs:
-            return ""
-        return (f"search.epochs={self.cfg.search_epochs} differs from optim.epochs={self.cfg.optim.epochs}: "
-                "episodes are not the final training; law_hpc.train will need train.allow_schedule_mismatch")
 
     def close(self, status: str | None = None) -> None:
         """Release the pair's threads and rank 0's files; metrics.h5 records `status` (how the run ended)."""
