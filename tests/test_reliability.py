@@ -1,7 +1,8 @@
 """Crash-safe searches on real jobs: kill -9 of one rank or of all ranks under Gloo and MPI, re-run, and the
 result equals an uninterrupted run's; live readers across the restart; a stop request agreed mid-stage in
 stages much longer than the poll interval; a checkpoint carrying a pickle payload; logs that cannot be
-repaired; kill -9 of the data-parallel test phase (law_hpc.train). The measured figures (README "Reliability") are printed as `[reliability]` lines: pytest -rP.
+repaired; kill -9 of the data-parallel test phase (law_hpc.train). The measured figures (README
+"Reliability") are printed as `[reliability]` lines: pytest -rP.
 """
 import io
 import re
@@ -132,8 +133,8 @@ def test_stop_request_is_agreed_mid_stage_and_resumes_bit_exactly(uninterrupted,
     assert positions[0] == f"ckpt-e00000-s00001-i{iteration:08d}.h5"
     stage_seconds = read_stages(uninterrupted / "metrics.h5")["stage_seconds"].max()
     print(f"[reliability] stop request inside a {ITERATIONS_PER_STAGE}-iteration stage ({stage_seconds:.1f} s "
-          "uninterrupted), polled every 2 iterations: agreed {waited} iteration(s), {latency:.2f} s after the signal; mid-stage checkpoint at iteration "
-          f"{iteration}; the job exited {seconds:.2f} s after the signal")
+          f"uninterrupted), polled every 2 iterations: agreed {waited} iteration(s), {latency:.2f} s after the "
+          f"signal; mid-stage checkpoint at iteration {iteration}; the job exited {seconds:.2f} s after the signal")
     proc = run_search(run_dir, ranks=2, overrides=LONG)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert resumed_stage(proc.stdout) == f"in episode 1 stage 2 at iteration {iteration}"
