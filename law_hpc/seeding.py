@@ -26,6 +26,7 @@ def rng_states() -> dict:
 
 
 def set_rng_states(states: dict) -> None:
+    """Restore what `rng_states` returned (CUDA's only where CUDA is present)."""
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])

@@ -262,6 +262,7 @@ class EpochProgress:
         return self.first_step + self.done
 
     def add(self, loss: torch.Tensor, weights: torch.Tensor, samples: int) -> None:
+        """One iteration: its loss, the weights the method gave its samples, the batch size."""
         self.done += 1
         self.loss_sum = self.loss_sum + loss
         self.weights.append(weights)

@@ -89,6 +89,7 @@ class StageProgress:
         self.class_count.index_add_(0, labels, torch.ones_like(w))
 
     def stats(self) -> StageStats:
+        """The stage's per-sample means: both nets' losses, the target's weights K_T (mean, std, per class)."""
         n = max(self.samples, 1)
         weight_mean = float(self.weight_sum) / n
         weight_var = max(float(self.weight_sq_sum) / n - weight_mean ** 2, 0.0)

@@ -147,6 +147,7 @@ def complete_positions(directory: Path) -> list[tuple[int, int, int]]:
 
 
 def checkpoint_path(directory: Path, position: tuple[int, int, int]) -> Path:
+    """The file of `position` (episode, stage, iteration) in a rank's checkpoint directory."""
     episode, stage, iteration = position
     return directory / f"ckpt-e{episode:05d}-s{stage:05d}-i{iteration:08d}.h5"
 

@@ -30,6 +30,7 @@ class RowHistory:
         """(rows logged before it, episode, stage, iteration) of each resume of the job."""
 
     def add(self, row, skipped_images: int = 0) -> None:
+        """A row this rank logged, with the unreadable images it had skipped by then."""
         self.rows.append(row)
         self.skipped.append(int(skipped_images))
 
