@@ -138,6 +138,8 @@ def test_job_at_its_time_limit_checkpoints_mid_stage_requeues_resumes_and_finish
     with h5py.File(run_dir / "metrics.h5", "r") as f:
         assert f.attrs["status"] == b"done" and len(f["events/kind"]) == restarts
     worst = max(stops, key=lambda stop: float(stop[1]))
+    whole = [f"{length:.0f} s" for length in rows["stage_seconds"][rows["stage"] == 0]][:1] if all(
+        stop[2] == "2" for stop in stops) else []  # the first stage's length, when no stop cut it
     print(f"[reliability] Slurm --time=1 --signal=B:USR1@10, stop_check_seconds=1, stages of {stops[0][4]} "
-          f"iterations: {restarts} time-limit stop(s), {len(stops)} mid-stage; slowest agreement {worst[0]} "
+          f"iterations{' (' + whole[0] + ')' if whole else ''}: {restarts} time-limit stop(s), {len(stops)} mid-stage; slowest agreement {worst[0]} "
           f"iteration(s), {float(worst[1]):.2f} s after the signal; requeued, resumed and COMPLETED in {seconds:.0f} s")
