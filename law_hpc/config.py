@@ -244,6 +244,14 @@ class Config:
     off, that is an error (exit 2) rather than a silent CPU run."""
     checkpoint_every_stage: bool = True
     """Write a per-rank checkpoint at every stage end."""
+    stop_check_seconds: float = 60.0
+    """A stop request (SIGUSR1/SIGTERM: Slurm's --signal before the time limit, scancel, requeue) is agreed on by
+    the ranks within about this many seconds of training, mid-stage (test phase: mid-epoch) if need be, and a
+    checkpoint written there resumes exactly: the ranks poll a shared flag every so many iterations, from the
+    slowest rank's iteration time. 0 (with stop_check_iterations 0) = at stage (epoch) ends only. A Slurm
+    --signal lead time must cover this, one iteration and writing a checkpoint."""
+    stop_check_iterations: int = 0
+    """At most this many iterations between those polls (0 = no cap): the bound in iterations."""
 
     @property
     def search_epochs(self) -> int:

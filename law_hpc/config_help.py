@@ -41,5 +41,5 @@ def keys_help() -> str:
     lines = ["config keys (YAML section.key, or --set section.key=value), with their defaults:"]
     for key, default, doc in describe_keys():
         lines.append(f"  {key} = {default}")
-        lines += textwrap.wrap(doc, 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        lines += textwrap.wrap(doc, 100, initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False)
     return "\n".join(lines)

@@ -186,6 +186,13 @@ class Dist:
         value = torch.tensor([1.0 if flag else 0.0])
         return bool(self._hvd.allreduce(value, op=self._hvd.Max).item() > 0)
 
+    def reduce_max(self, values: list[float]) -> list[float]:
+        """The elementwise maximum of `values` over ranks, on every rank (one small allreduce: the stop poll)."""
+        if self.size == 1:
+            return [float(value) for value in values]
+        tensor = torch.tensor(values, dtype=torch.float64)
+        return self._hvd.allreduce(tensor, op=self._hvd.Max).tolist()
+
     def shutdown(self) -> None:
         if self._hvd is not None:
             self._hvd.shutdown()

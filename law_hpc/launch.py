@@ -13,7 +13,7 @@ from pathlib import Path
 from . import dist as distributed
 from .config import ConfigError, load_config, to_yaml
 from .config_help import keys_help
-from .engine.preemption import EXIT_PREEMPTED
+from .engine.preemption import EXIT_PREEMPTED, StopFlag
 from .io.metrics import git_commit, package_versions
 from .io.rundir import RunDirError, new_run_dir, prepare_run_dir
 
@@ -82,6 +82,7 @@ def run_attributes(cfg, dist, **extra) -> dict:
 
 def run_job(args, cfg, tag: str, build) -> int:
     """Start Horovod, agree on the run directory, `build(dist, run_dir, resumed)` the job, run it."""
+    StopFlag.install()  # already done by `python -m`; a console script gets here after its imports
     try:
         dist = distributed.init(cfg.threads_per_rank, cfg.allow_cpu)
     except distributed.LaunchError as err:  # every rank sees it: each stops before any file is written

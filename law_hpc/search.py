@@ -9,12 +9,16 @@ for episode in 1..L:                                   # a complete training of 
         train both nets on the same batches, the target weighted by K_T = 1 + tanh(theta_T f + b)
         r_T = r_w (acc_target - acc_reference)         # Eq. 8-9, clean validation split
         store (s_T, a_T, r_T, s_{T+1}, done); Full Data Update, gradients averaged over ranks
-Re-running the same command with the same --run-dir resumes from the last complete checkpoint.
+Re-running the same command with the same --run-dir resumes from the last complete checkpoint (after a stop
+request, SIGUSR1/SIGTERM, one written mid-stage), and rewrites metrics.h5 from the checkpoints.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before torch: a stop request while the rank starts up is kept, not fatal
+    from law_hpc.engine.preemption import StopFlag
+    StopFlag.install()
+
 import argparse
-import dataclasses
 import enum
 import sys
 import time
@@ -26,23 +30,25 @@ import torch
 from . import dist as distributed
 from .analysis import episode_summary, summary_markdown
 from .config import Config
-from .engine.pair import ClassifierPair, FeatureSettings, StageStats
-from .engine.preemption import EXIT_PREEMPTED, StopFlag
-from .engine.resume import agree_on_resume
-from .engine.schedule import StageSchedule
+from .engine.pair import ClassifierPair, FeatureSettings, InterruptedStage, StageProgress, StageStats
+from .engine.preemption import EXIT_PREEMPTED, Preemption
+from .engine.resume import load_agreed
+from .engine.schedule import StageSchedule, schedule_difference
 from .engine.search_state import SearchState
 from .engine.selection import PolicySelection
 from .io.checkpoint import CheckpointStore
+from .io.history import RowHistory, open_log, position_text, stage_events
 from .io.metrics import MetricsLog, StageRow, read_stages, search_layout
 from .io.policy_file import load_actor_into, new_strategy_model, policy_settings, save_policy
 from .io.progress import Progress
+from .io.rundir import logged_results
 from .io.tensorboard import open_scalars
 from .launch import add_config_options, run_attributes, run_entry_point
 from .law.ddpg import DDPG, ExplorationNoise, FduStats, ReplayBuffer
 from .law.features import log_class_frequencies
 from .law.policy import ACTION_DIM, ACTION_TERMS
 from .law.reward import stage_reward
-from .seeding import derive_seed
+from .seeding import derive_seed, rng_states, set_rng_states
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -104,13 +110,15 @@ class Search:
         self.state = SearchState()
         self.state.start_episode(self.num_classes)
         self.pair: ClassifierPair | None = None
-        self.last_row: StageRow | None = None
-        self.stop = StopFlag()
+        self.history = RowHistory(StageRow)  # this rank's rows: metrics.h5 is rebuilt from them on resume
+        self.interrupted: InterruptedStage | None = None  # a stage a mid-stage checkpoint resumes
+        self.preemption = Preemption(dist, cfg.stop_check_seconds, cfg.stop_check_iterations)
         self.skips_reported: dict[int, int] = {}
         self.checkpoints = CheckpointStore(run_dir, dist.rank)
-        position = agree_on_resume(self.checkpoints, dist) if resumed_dir else None
+        results = logged_results(run_dir, "metrics.h5") if resumed_dir and dist.is_root else ""
+        position, state = (load_agreed(self.checkpoints, dist, run_dir, results) if resumed_dir else None) or (None, None)
         if position is not None:
-            self.load_state_dict(self.checkpoints.load(position))
+            self.load_state_dict(state)
         self.scalars = open_scalars(cfg, run_dir, dist.is_root)
         self.metrics = self._open_metrics(position)
         self.progress = Progress(cfg.search.episodes * cfg.search.stages,
@@ -130,13 +138,15 @@ class Search:
 
     # --- checkpoint state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything this searcher needs to continue exactly after the stage just finished."""
+        """Everything this searcher needs to continue exactly after the stage just finished, or inside the
+        stage under way (`interrupted`: its action and progress)."""
         state = {"search": self.state.state_dict(), "ddpg": self.ddpg.state_dict(), "buffer": self.buffer.state_dict(),
                  "noise": self.noise.state_dict(), "selection": self.selection.state_dict(),
-                 "rng": {"torch": torch.get_rng_state()},
-                 "row": {name: np.asarray(value) for name, value in dataclasses.asdict(self.last_row).items()}}
+                 "rng": rng_states(), "log": self.history.state_dict()}
         if not self.state.episode_over:
             state["pair"] = self.pair.state_dict()
+        if self.interrupted is not None:
+            state["stage"] = self.interrupted.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -145,31 +155,35 @@ class Search:
         self.buffer.load_state_dict(state["buffer"])
         self.noise.load_state_dict(state["noise"])
         self.selection.load_state_dict(state["selection"], self.strategy)
-        torch.set_rng_state(state["rng"]["torch"])
-        self.last_row = StageRow(**{name: value.item() if value.ndim == 0 else value
-                                    for name, value in state["row"].items()})
+        set_rng_states(state["rng"])
+        self.history.load_state_dict(state["log"])
         if self.state.episode_over:
             self.state.next_episode()
         else:
             self.pair = self.new_pair(self.state.episode)
             self.pair.load_state_dict(state["pair"])
+        if "stage" in state:  # a mid-stage checkpoint
+            self.interrupted = InterruptedStage.from_state(state["stage"], self.schedule.stage_steps(self.state.stage),
+                                                           self.num_classes, self.dist.device)
 
-    def _open_metrics(self, position: tuple[int, int] | None) -> MetricsLog | None:
-        """Rank 0's metrics.h5: new, or reopened at the checkpoint's row count. The resumed stage's rows are
-        re-appended from the checkpoints, in case the job died between its checkpoint and its append."""
-        rows = self.dist.allgather_object(self.last_row) if position is not None else []
+    def _open_metrics(self, position: tuple[int, int, int] | None) -> MetricsLog | None:
+        """Rank 0's metrics.h5: new, or on a resume written anew from every rank's rows in the checkpoints (a
+        killed writer leaves the file unopenable, and may die between a checkpoint and its rows)."""
+        if position is not None:
+            self.history.add_resume(position)
+        histories = self.dist.allgather_object(self.history.state_dict()) if position is not None else []
         if not self.dist.is_root:
             return None
-        path, layout = self.run_dir / "metrics.h5", search_layout(self.num_classes)
         if position is None:
-            attributes = run_attributes(self.cfg, self.dist, num_classes=self.num_classes,
-                                        search_epochs=self.cfg.search_epochs, schedule_difference=self.schedule_note())
             self.data.save_split(self.run_dir / "split.h5")
-            return MetricsLog.create(path, layout, attributes, self.data.report)
-        metrics = MetricsLog.reopen(path, layout, self.state.metrics_rows - self.dist.size)
-        metrics.append(rows)
-        metrics.event(position[0], position[1], 0, "resume")
-        print(f"[law] resumed {self.run_dir} after episode {position[0] + 1} stage {position[1] + 1}", flush=True)
+        else:
+            print(f"[law] resumed {self.run_dir} {position_text(position, self.schedule.iterations_per_stage)}; "
+                  "metrics.h5 rewritten from the checkpoints", flush=True)
+        attributes = run_attributes(self.cfg, self.dist, num_classes=self.num_classes, search_epochs=self.cfg.search_epochs,
+                                    schedule_difference=schedule_difference(self.cfg))
+        metrics, self.skips_reported = open_log(self.run_dir / "metrics.h5", search_layout(self.num_classes),
+                                                attributes, self.data.report, StageRow, histories,
+                                                self.schedule.iterations_per_stage)
         return metrics
 
     # --- Algorithm 2 -------------------------------------------------------------------------------
@@ -179,8 +193,8 @@ class Search:
             print(f"[law] {self.dist.size} searcher(s) on {self.dist.device} ({self.dist.controller}); "
                   f"{s.episodes} episodes x {s.stages} stages x {self.schedule.iterations_per_stage} iterations; "
                   f"run dir {self.run_dir}", flush=True)
-            if self.schedule_note():
-                print(f"[law] NOTE: {self.schedule_note()}", flush=True)
+            if schedule_difference(self.cfg):
+                print(f"[law] NOTE: {schedule_difference(self.cfg)}", flush=True)
         while self.state.episode < s.episodes:
             episode = self.state.episode
             if self.pair is None:  # a new episode: fresh target, copied into the reference (DNR)
@@ -189,8 +203,9 @@ class Search:
                 self.noise.reset()
                 if self.is_evaluation(episode):
                     self.selection.start(self.strategy)
+            start = self.interrupted.progress.next_step if self.interrupted else self.schedule.first_step(self.state.stage)
             batches = self.data.train.iterate(derive_seed(self.cfg.seed, "data", self.dist.rank, episode),
-                                              start_step=self.schedule.first_step(self.state.stage))
+                                              start_step=start)
             while self.state.stage < s.stages:
                 outcome = self.run_stage(episode, self.state.stage, batches)
                 if outcome is StageOutcome.PREEMPTED:
@@ -203,16 +218,17 @@ class Search:
             if self.dist.is_root:
                 self.finish_episode(episode)
         if self.dist.is_root:
-            self.report_selection()
+            print(f"[law] {self.selection.verdict()}", flush=True)
         return 0
 
     def run_stage(self, episode: int, stage: int, batches) -> StageOutcome:
         """One stage: act, train the pair, reward, learn, record, checkpoint, publish, check for a stop."""
         started = time.perf_counter()
         scalars = self.state.scalars  # s_T = [e_T, l_smooth, acc_smooth] (Eq. 5)
-        action = self.act(episode, stage, scalars)  # a_T = mu(s_T) + noise (Eq. 4); None in warm-up
-        stats = self.pair.train_stage(batches, self.schedule.stage_steps(stage), self.schedule.lr_at, action,
-                                      self.features)
+        action, progress = self.begin_stage(episode, stage, scalars)  # a_T = mu(s_T) + noise (Eq. 4); None in warm-up
+        if not self.pair.train_steps(batches, progress, self.schedule.lr_at, action, self.features, self.preemption.poll):
+            return self.checkpoint_mid_stage(episode, stage, action, progress)  # a stop agreed mid-stage
+        stats = progress.stats()
         accuracies = self.pair.evaluate(self.data.val)  # (acc_target, acc_reference) on the clean split
         reward = self.reward(stage, *accuracies)  # r_T (Eq. 8-9)
         diverged = self.dist.any_flag(not (stats.finite and np.isfinite(reward)))  # all ranks end the episode
@@ -228,11 +244,18 @@ class Search:
         row.stage_seconds = time.perf_counter() - started
         row.checkpoint_seconds = self.checkpoint(row)
         self.publish(row, diverged)
-        if self.stop_agreed():
-            return StageOutcome.PREEMPTED
-        return StageOutcome.DIVERGED if diverged else StageOutcome.OK
+        agreed_stop = self.preemption.agreed()  # a collective: every rank asks, at every stage end
+        return StageOutcome.PREEMPTED if agreed_stop else StageOutcome.DIVERGED if diverged else StageOutcome.OK
 
     # --- the steps of a stage ------------------------------------------------------------------------
+    def begin_stage(self, episode: int, stage: int, scalars) -> tuple[np.ndarray | None, StageProgress]:
+        """The stage's action and its training progress: fresh, or those of the stage a checkpoint interrupted."""
+        if self.interrupted is not None:
+            interrupted, self.interrupted = self.interrupted, None
+            return interrupted.action, interrupted.progress
+        return self.act(episode, stage, scalars), StageProgress(self.schedule.stage_steps(stage), self.num_classes,
+                                                                self.dist.device)
+
     def act(self, episode: int, stage: int, scalars) -> np.ndarray | None:
         """a_T = mu(s_T) + exploration noise, inside the action bounds (Eq. 4); None in warm-up stages. An
         evaluation episode acts with its frozen candidate actor and no noise."""
@@ -300,12 +323,21 @@ class Search:
     def checkpoint(self, row: StageRow) -> float:
         """This rank's checkpoint of the stage just finished; returns the seconds it took."""
         started = time.perf_counter()
-        self.state.metrics_rows += self.dist.size
-        self.last_row = row
+        self.history.add(row, self.data.train.skipped_images)
         if self.cfg.checkpoint_every_stage:
-            self.checkpoints.save((self.state.episode, self.state.stage - 1), self.state_dict(),
-                                  {"rank": self.dist.rank, "world_size": self.dist.size})
+            self.checkpoints.save((self.state.episode, self.state.stage - 1, self.schedule.iterations_per_stage),
+                                  self.state_dict(), {"rank": self.dist.rank, "world_size": self.dist.size})
         return time.perf_counter() - started
+
+    def checkpoint_mid_stage(self, episode: int, stage: int, action, progress: StageProgress) -> StageOutcome:
+        """A stop agreed inside a stage: every rank checkpoints the stage as it stands (both nets, both
+        optimizers, the data position, the stage's sums, the RNG states) and the job exits for requeue."""
+        self.interrupted = InterruptedStage(action, progress)
+        self.checkpoints.save((episode, stage, progress.done), self.state_dict(),
+                              {"rank": self.dist.rank, "world_size": self.dist.size})
+        self.preemption.stopped_mid_stage(f"in episode {episode + 1} stage {stage + 1} at iteration {progress.done}/"
+                                          f"{len(progress.steps)}")
+        return StageOutcome.PREEMPTED
 
     def publish(self, row: StageRow, diverged: bool) -> None:
         """Gather every searcher's row (one collective per stage); rank 0 logs and prints them."""
@@ -314,26 +346,13 @@ class Search:
             return
         rows = [gathered_row for gathered_row, _ in gathered]
         self.metrics.append(rows)
-        for rank, (_, count) in enumerate(gathered):  # unreadable images skipped (data.on_corrupt_image=skip)
-            if count > self.skips_reported.get(rank, 0):
-                self.metrics.event(row.episode, row.stage, rank, f"skipped_images:{count}")
-                self.skips_reported[rank] = count
+        # unreadable images skipped (data.on_corrupt_image=skip), non-finite losses
+        for event in stage_events(rows, [count for _, count in gathered], self.skips_reported):
+            self.metrics.event(*event)
         if diverged:
-            for bad in rows:
-                if not np.isfinite([bad.loss_target, bad.loss_reference, bad.reward]).all():
-                    self.metrics.event(bad.episode, bad.stage, bad.rank, "non_finite_loss")
             print(f"[law] episode {row.episode + 1}: a non-finite loss at stage {row.stage + 1}; the episode stops "
                   "(recorded in metrics.h5 /events)", flush=True)
         self.report_progress(rows)
-
-    def stop_agreed(self) -> bool:
-        """True on every rank when a stop was requested on any rank (SIGUSR1/SIGTERM)."""
-        if not self.dist.any_flag(self.stop.requested):
-            return False
-        if self.dist.is_root:
-            print(f"[law] stop requested ({self.stop.signal_name or 'another rank'}): checkpoint written, "
-                  f"exiting with {EXIT_PREEMPTED} for requeue", flush=True)
-        return True
 
     # --- reporting (rank 0) --------------------------------------------------------------------------
     def report_progress(self, rows: list[StageRow]) -> None:
@@ -360,26 +379,6 @@ class Search:
         summary = [row for row in episode_summary(read_stages(self.run_dir / "metrics.h5"))
                    if row["episode"] <= episode]
         print(f"[law] episode {episode + 1} done\n{summary_markdown(summary)}", flush=True)
-
-    def report_selection(self) -> None:
-        """The search's verdict, plainly: which actor policy.h5 holds, and whether it beat uniform training."""
-        best = self.selection.best
-        if best is None:
-            print("[law] no evaluation episode finished; no policy.h5 was written", flush=True)
-        elif best["validation_gap"] <= 0:
-            print(f"[law] WARNING: no evaluation episode's target beat its reference on the validation split (best "
-                  f"gap {100 * best['validation_gap']:+.2f} points, episode {best['episode'] + 1}). policy.h5 holds that "
-                  "actor, which is likely to hurt: search longer or change the strategy settings", flush=True)
-        else:
-            print(f"[law] policy.h5: the actor of evaluation episode {best['episode'] + 1}, validation gap "
-                  f"{100 * best['validation_gap']:+.2f} points over uniform training", flush=True)
-
-    def schedule_note(self) -> str:
-        """A deliberate difference between a search episode and the final training, or ""."""
-        if self.cfg.search_epochs == self.cfg.optim.epochs:
-            return ""
-        return (f"search.epochs={self.cfg.search_epochs} differs from optim.epochs={self.cfg.optim.epochs}: "
-                "episodes are not the final training; law_hpc.train will need train.allow_schedule_mismatch")
 
     def close(self, status: str | None = None) -> None:
         """Release the pair's threads and rank 0's files; metrics.h5 records `status` (how the run ended)."""

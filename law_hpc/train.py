@@ -7,30 +7,38 @@ weighted by a learned LAW policy or by a peer method, and log per-epoch test acc
 Every method sees the same data order, augmentation and lr schedule (stage-based, as in the search).
 Under horovodrun the training is data-parallel (DistributedOptimizer, lr x world size with warm-up): the
 ranks hold one model, so rank 0 alone writes the checkpoint, and evaluation is sharded across the ranks.
-Re-running with the same --run-dir resumes from the last complete epoch.
+Re-running with the same --run-dir resumes from the last complete epoch (or the mid-epoch checkpoint of a stop
+request), and rewrites train.h5 from the checkpoint.
 """
 from __future__ import annotations
+
+if __name__ == "__main__":  # first, before torch: a stop request while the rank starts up is kept, not fatal
+    from law_hpc.engine.preemption import StopFlag
+    StopFlag.install()
 
 import argparse
 import dataclasses
 import hashlib
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .config import Config
 from .engine.evaluation import sharded_accuracy
-from .engine.preemption import EXIT_PREEMPTED, StopFlag
-from .engine.resume import agree_on_resume
+from .engine.preemption import EXIT_PREEMPTED, Preemption
+from .engine.resume import load_agreed
 from .engine.schedule import StageSchedule
 from .io.checkpoint import CheckpointStore
+from .io.history import RowHistory, open_log, position_text
 from .io.metrics import EpochRow, MetricsLog, train_layout
 from .io.progress import Progress
+from .io.rundir import logged_results
 from .io.tensorboard import open_scalars
 from .launch import add_config_options, run_attributes, run_entry_point
-from .seeding import derive_seed
+from .seeding import derive_seed, rng_states, set_rng_states
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,34 +88,63 @@ class Training:
             return dist.distributed_optimizer(optimizer, model)
 
         self.method.setup(model_factory, optimizer_factory, dist.device)
-        val_iter = self._val_batches()
-        self.val_batch_fn = lambda: next(val_iter)
-        self.epoch, self.stop = 0, StopFlag()
+        self.val_batches_used = 0
+        self.epoch, self.preemption = 0, Preemption(dist, cfg.stop_check_seconds, cfg.stop_check_iterations, "[law-train]")
+        self.history = RowHistory(EpochRow)  # the rows of train.h5, which a resume rewrites from the checkpoint
         self.checkpoints = CheckpointStore(run_dir, 0)  # rank 0's, read by every rank: they hold one state
-        position = agree_on_resume(self.checkpoints, dist, "[law-train]") if resumed else None
+        results = logged_results(run_dir, "train.h5") if resumed and dist.is_root else ""
+        position, state = (load_agreed(self.checkpoints, dist, run_dir, results, "[law-train]") if resumed
+                           else None) or (None, None)
+        self.interrupted: EpochProgress | None = None  # the epoch a mid-epoch checkpoint resumes
         if position is not None:
-            self.method.load_state_dict(self.checkpoints.load(position)["method"])
-            self.epoch = position[0] + 1
+            self.load_state_dict(state)
+            self.epoch = position[0] + (self.interrupted is None)
+        val_iter = self._val_batches(self.val_batches_used)
+        self.val_batch_fn = lambda: next(val_iter)
         self.scalars = open_scalars(cfg, run_dir, dist.is_root)
-        self.log = self._open_log() if dist.is_root else None
+        self.log = self._open_log(position) if dist.is_root else None
         self.progress = Progress(cfg.optim.epochs, self.epoch)
 
-    def _open_log(self) -> MetricsLog:
-        path = self.run_dir / "train.h5"
-        if self.epoch == 0:
-            attributes = run_attributes(self.cfg, self.dist, method=self.method.name, **self.method.log_attributes())
-            return MetricsLog.create(path, train_layout(), attributes, self.data.report)
-        print(f"[law-train] resumed {self.run_dir} after epoch {self.epoch}", flush=True)
-        return MetricsLog.reopen(path, train_layout(), self.epoch)
+    def state_dict(self) -> dict:
+        return {"method": self.method.state_dict(), "log": self.history.state_dict(), "rng": rng_states(),
+                "counters": {"val_batches_used": self.val_batches_used}}
 
-    def _val_batches(self):
+    def load_state_dict(self, state: dict) -> None:
+        self.method.load_state_dict(state["method"])
+        self.history.load_state_dict(state["log"])
+        set_rng_states(state["rng"])
+        self.val_batches_used = state["counters"]["val_batches_used"]
+        if "epoch" in state:  # a mid-epoch checkpoint
+            self.interrupted = EpochProgress.from_state(state["epoch"], self.dist.device)
+            for buffer, value in zip(_batchnorm_statistics(self.method), state["rank_buffers"][self.dist.rank]):
+                buffer.copy_(value)
+
+    def _open_log(self, position) -> MetricsLog:
+        """train.h5: new, or written anew from the checkpoint's rows (a killed writer leaves it unopenable)."""
+        if position is not None:
+            print(f"[law-train] resumed {self.run_dir} {position_text(position, self.schedule.iterations_per_epoch, 'epoch')}; "
+                  "train.h5 rewritten from the checkpoint", flush=True)
+        attributes = run_attributes(self.cfg, self.dist, method=self.method.name, **self.method.log_attributes())
+        log, _ = open_log(self.run_dir / "train.h5", train_layout(), attributes, self.data.report, EpochRow,
+                          [self.history.state_dict()], self.schedule.iterations_per_epoch, events_of=None)
+        return log
+
+    def _val_batches(self, skip: int):
         """Clean validation minibatches of the training batch size, for the meta-learning peers (L2RW,
-        MW-Net use a validation minibatch as large as the training one)."""
+        MW-Net use a validation minibatch as large as the training one), endlessly; the first `skip` (those
+        used before a resume) left out, so a resumed run goes on with the batches an uninterrupted one uses."""
         size = self.cfg.data.batch_size
         while True:
+            count = 0
             for images, labels in self.data.val.batches():
                 for start in range(0, len(labels), size):
+                    count += 1
+                    if skip > 0:
+                        skip -= 1
+                        continue
+                    self.val_batches_used += 1
                     yield images[start:start + size], labels[start:start + size]
+            skip %= max(count, 1)  # whole passes left to skip: none
 
     def accuracy(self, shard) -> float:
         """Top-1 accuracy of the method's model over a set of which every rank evaluates its `shard` (a
@@ -133,43 +170,72 @@ class Training:
                   "rank 0's checkpoint will not resume the other ranks exactly", flush=True)
 
     def run(self) -> int:
-        cfg, schedule = self.cfg, self.schedule
+        per_epoch = self.schedule.iterations_per_epoch
+        start = self.interrupted.next_step if self.interrupted else self.epoch * per_epoch
+        batches = self.data.train.iterate(derive_seed(self.cfg.seed, "train-data"), start_step=start)
+        for epoch in range(self.epoch, self.cfg.optim.epochs):
+            progress, self.interrupted = self.interrupted or EpochProgress(epoch * per_epoch), None
+            if not self.train_epoch(batches, progress):
+                self.checkpoint_mid_epoch(epoch, progress)
+                return EXIT_PREEMPTED
+            row = self.epoch_row(epoch, progress)
+            self.check_ranks_agree(epoch)
+            if self.dist.is_root:
+                self.history.add(row)
+                self.checkpoints.save((epoch, 0, per_epoch), self.state_dict(), {"epoch": epoch})
+                self.log.append([row])
+                self.report(row)
+            if self.preemption.agreed():
+                return EXIT_PREEMPTED
+        return 0
+
+    def train_epoch(self, batches, progress: "EpochProgress") -> bool:
+        """The rest of an epoch from where `progress` stands; False when a stop was agreed before its end."""
+        schedule, started = self.schedule, time.perf_counter()
         per_epoch = schedule.iterations_per_epoch
-        batches = self.data.train.iterate(derive_seed(cfg.seed, "train-data"), start_step=self.epoch * per_epoch)
-        for epoch in range(self.epoch, cfg.optim.epochs):
-            started = time.perf_counter()
-            loss_sum, weights, samples = 0.0, [], 0
-            for step in range(epoch * per_epoch, (epoch + 1) * per_epoch):
-                lr = schedule.lr_at(step)
-                self.method.set_lr(lr)
+        try:
+            for step in range(progress.next_step, progress.first_step + per_epoch):
+                progress.lr = schedule.lr_at(step)
+                self.method.set_lr(progress.lr)
                 batch = next(batches)
                 # epoch progress as a float: LAW maps it to its stage, the peers to their schedules
                 out = self.method.train_step(batch, step / per_epoch, self.val_batch_fn)
-                loss_sum = loss_sum + out.loss
-                weights.append(out.weights.float())
-                samples += batch.labels.numel()
+                progress.add(out.loss, out.weights.float(), batch.labels.numel())
                 if (step + 1) % schedule.iterations_per_stage == 0:
                     self.method.end_stage(lambda: self.accuracy(self.data.val_shard))
-            seconds = time.perf_counter() - started
-            all_weights = torch.cat(weights)
-            row = EpochRow(epoch=epoch, lr=lr, train_loss=float(loss_sum) / per_epoch,
-                           test_acc=self.accuracy(self.data.test), val_acc=self.accuracy(self.data.val_shard),
-                           weight_mean=float(all_weights.mean()), weight_std=float(all_weights.std(unbiased=False)),
-                           seconds=seconds, samples_per_second=samples * self.dist.size / seconds)
-            self.check_ranks_agree(epoch)
-            if self.dist.is_root:
-                self.checkpoints.save((epoch, 0), {"method": self.method.state_dict()}, {"epoch": epoch})
-                self.log.append([row])
-                if self.scalars is not None:
-                    self.scalars.add("train", {name: value for name, value in dataclasses.asdict(row).items()
-                                               if name != "epoch"}, epoch + 1)
-                print(f"[law-train] {self.progress.stamp()} {self.method.name} epoch {epoch + 1}/{cfg.optim.epochs} "
-                      f"lr {row.lr:.4g} loss {row.train_loss:.4f} test {row.test_acc:.4f} val {row.val_acc:.4f} "
-                      f"w {row.weight_mean:.3f}±{row.weight_std:.3f} {row.samples_per_second:,.0f} samples/s "
-                      f"{row.seconds:.1f}s | {self.progress.suffix(epoch + 1)}", flush=True)
-            if self.dist.any_flag(self.stop.requested):
-                return EXIT_PREEMPTED
-        return 0
+                if progress.done < per_epoch and self.preemption.poll():
+                    return False
+            return True
+        finally:
+            progress.seconds += time.perf_counter() - started
+
+    def epoch_row(self, epoch: int, progress: "EpochProgress") -> EpochRow:
+        """The epoch's row (test and validation accuracy are collectives; the rest is this rank's)."""
+        weights = torch.cat(progress.weights)
+        return EpochRow(epoch=epoch, lr=progress.lr, train_loss=float(progress.loss_sum) / progress.done,
+                        test_acc=self.accuracy(self.data.test), val_acc=self.accuracy(self.data.val_shard),
+                        weight_mean=float(weights.mean()), weight_std=float(weights.std(unbiased=False)),
+                        seconds=progress.seconds, samples_per_second=progress.samples * self.dist.size / progress.seconds)
+
+    def checkpoint_mid_epoch(self, epoch: int, progress: "EpochProgress") -> None:
+        """A stop agreed inside an epoch: rank 0 checkpoints the epoch as it stands, with every rank's BatchNorm
+        statistics (the ranks average them only before evaluating); then every rank exits for requeue."""
+        buffers = self.dist.allgather_object(batchnorm_buffers(self.method))
+        if self.dist.is_root:
+            self.checkpoints.save((epoch, 0, progress.done), {**self.state_dict(), "epoch": progress.state_dict(),
+                                                               "rank_buffers": buffers}, {"epoch": epoch})
+        self.preemption.stopped_mid_stage(f"in epoch {epoch + 1} at iteration {progress.done}/"
+                                          f"{self.schedule.iterations_per_epoch}")
+
+    def report(self, row: EpochRow) -> None:
+        """Rank 0's line (and TensorBoard scalars) of an epoch."""
+        if self.scalars is not None:
+            self.scalars.add("train", {name: value for name, value in dataclasses.asdict(row).items()
+                                       if name != "epoch"}, row.epoch + 1)
+        print(f"[law-train] {self.progress.stamp()} {self.method.name} epoch {row.epoch + 1}/{self.cfg.optim.epochs} "
+              f"lr {row.lr:.4g} loss {row.train_loss:.4f} test {row.test_acc:.4f} val {row.val_acc:.4f} "
+              f"w {row.weight_mean:.3f}±{row.weight_std:.3f} {row.samples_per_second:,.0f} samples/s "
+              f"{row.seconds:.1f}s | {self.progress.suffix(row.epoch + 1)}", flush=True)
 
     def close(self, status: str | None = None) -> None:
         """Close rank 0's files; train.h5 records `status` (how the run ended)."""
@@ -177,6 +243,52 @@ class Training:
             self.log.close(status)
         if self.scalars is not None:
             self.scalars.close()
+
+
+@dataclass
+class EpochProgress:
+    """Where an epoch's training stands: iterations done from `first_step`, and the sums of its row."""
+
+    first_step: int
+    done: int = 0
+    loss_sum: torch.Tensor | float = 0.0
+    weights: list = field(default_factory=list)
+    samples: int = 0
+    seconds: float = 0.0
+    lr: float = 0.0
+
+    @property
+    def next_step(self) -> int:
+        return self.first_step + self.done
+
+    def add(self, loss: torch.Tensor, weights: torch.Tensor, samples: int) -> None:
+        """One iteration: its loss, the weights the method gave its samples, the batch size."""
+        self.done += 1
+        self.loss_sum = self.loss_sum + loss
+        self.weights.append(weights)
+        self.samples += samples
+
+    def state_dict(self) -> dict:
+        return {"first_step": self.first_step, "done": self.done, "loss_sum": torch.as_tensor(self.loss_sum).cpu(),
+                "weights": torch.cat(self.weights).cpu(), "samples": self.samples, "seconds": self.seconds, "lr": self.lr}
+
+    @classmethod
+    def from_state(cls, state: dict, device) -> "EpochProgress":
+        return cls(state["first_step"], state["done"], state["loss_sum"].to(device), [state["weights"].to(device)],
+                   state["samples"], state["seconds"], state["lr"])
+
+
+def batchnorm_buffers(method) -> list[torch.Tensor]:
+    """This rank's BatchNorm running statistics, in a fixed order, of every network of `method`."""
+    return [buffer.detach().cpu().clone() for buffer in _batchnorm_statistics(method)]
+
+
+def _batchnorm_statistics(method):
+    for obj in method.stateful().values():
+        if isinstance(obj, torch.nn.Module):
+            for layer in obj.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) and layer.running_mean is not None:
+                    yield from (layer.running_mean, layer.running_var)
 
 
 def _tensors(state):

@@ -2,9 +2,11 @@
 # The caller sets LAW_MODULE (law_hpc.search | law_hpc.train), LAW_CONFIG and LAW_RUN_NAME.
 #
 # Preemption and time limits: Slurm sends SIGUSR1 to this batch shell (--signal=B:USR1@secs) or
-# SIGTERM (scancel, scontrol requeue, preemption). We forward it to every rank; the ranks agree at
-# the next stage boundary, checkpoint and exit 75; we then requeue the job. The requeued job keeps
-# its job id, so it finds the same run directory and resumes from the last complete checkpoint.
+# SIGTERM (scancel, scontrol requeue, preemption). We forward it to every rank; the ranks agree within
+# about stop_check_seconds of training (default 60; mid-stage if need be), checkpoint and exit 75; we
+# then requeue the job. The requeued job keeps its job id, so it finds the same run directory and resumes
+# from the last complete checkpoint. The --signal lead time must cover stop_check_seconds, one iteration
+# and writing the checkpoint (Slurm may send the signal up to a minute early, never late).
 #
 # Site knobs (environment variables, all optional):
 #   LAW_HPC_ROOT  repository checkout (default: the directory sbatch was called from)
@@ -36,7 +38,7 @@ echo "law_hpc: job ${SLURM_JOB_ID:-?} restart ${SLURM_RESTART_COUNT:-0} on ${SLU
 
 law_srun_pid=""
 law_forward() {  # pass the signal on to the ranks; srun relays USR1/TERM to every task
-  echo "law_hpc: got SIG$1, asking the ranks to checkpoint at the next stage boundary" >&2
+  echo "law_hpc: got SIG$1, asking the ranks to checkpoint (within stop_check_seconds of training)" >&2
   [ -n "$law_srun_pid" ] && kill -s "$1" "$law_srun_pid" 2>/dev/null
 }
 trap 'law_forward USR1' USR1

@@ -88,3 +88,49 @@ def assert_same_results(expected_dir, got_dir) -> None:
         assert np.array_equal(expected[name], got[name], equal_nan=True), name
     with h5py.File(Path(expected_dir) / "policy.h5") as a, h5py.File(Path(got_dir) / "policy.h5") as b:
         assert np.array_equal(a["actor/net.0.weight"][()], b["actor/net.0.weight"][()])
+
+
+def rank_pids(launcher_pid: int, module: str = "law_hpc.search") -> list[int]:
+    """The processes of the ranks under a launcher (horovodrun --gloo or --mpi), in rank order."""
+    import psutil
+    ranks = {}
+    for p in psutil.Process(launcher_pid).children(recursive=True):
+        if p.cmdline()[1:3] == ["-m", module]:
+            env = p.environ()
+            ranks[int(env.get("HOROVOD_RANK", env.get("OMPI_COMM_WORLD_RANK", -1)))] = p.pid
+    return [ranks[rank] for rank in sorted(ranks)]
+
+
+def wait_for_rows(proc, path, rows: int, timeout=300) -> None:
+    """Until the log at `path` (metrics.h5 or train.h5) holds `rows` rows; the job must still be running."""
+    deadline = time.time() + timeout
+    while log_rows(path) < rows:
+        assert proc.poll() is None, f"the job ended (exit {proc.returncode}) before {path} had {rows} rows"
+        assert time.time() < deadline, f"{path} did not reach {rows} rows within {timeout} s"
+        time.sleep(0.02)
+
+
+def log_rows(path) -> int:
+    """Rows of a metrics.h5 or train.h5, read as any live reader would (0 while there is none)."""
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            return f["stages/episode" if "stages" in f else "epochs/epoch"].shape[0]
+    except (OSError, KeyError):
+        return 0
+
+
+def kill_ranks(proc, which: str, sig=signal.SIGKILL, module: str = "law_hpc.search") -> float:
+    """Send `sig` to the highest rank's process ("one") or to every rank ("all") of a launched job; returns
+    the seconds until the launcher exited (its output is in proc.output)."""
+    pids = rank_pids(proc.pid, module) if proc.args[0] == HOROVODRUN else [proc.pid]
+    victims = pids[-1:] if which == "one" else pids
+    started = time.time()
+    for pid in victims:
+        os.kill(pid, sig)
+    proc.output, _ = proc.communicate(timeout=300)
+    return time.time() - started
+
+
+def start_job(cmd, cwd=REPO) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            start_new_session=True)

@@ -18,7 +18,7 @@ from law_hpc.weighter import PolicyWeighter
 
 
 def _save(directory, episode, stage, value=1.0):
-    return save_checkpoint(directory, episode, stage, {"buffer/reward": np.full(4, value)},
+    return save_checkpoint(directory, (episode, stage, 10), {"buffer/reward": np.full(4, value)},
                            {"net": {"w": torch.full((3,), value)}}, {"metrics_cursor": 7})
 
 
@@ -26,11 +26,11 @@ def test_checkpoint_round_trip_and_keeps_last_two(tmp_path):
     for stage in range(4):
         _save(tmp_path, 0, stage, float(stage))
     kept = list_checkpoints(tmp_path)
-    assert [p.name for p in kept] == ["ckpt-e00000-s00003.h5", "ckpt-e00000-s00002.h5"]
+    assert [p.name for p in kept] == ["ckpt-e00000-s00003-i00000010.h5", "ckpt-e00000-s00002-i00000010.h5"]
     ckpt = read_checkpoint(kept[0])
     assert np.array_equal(ckpt["arrays"]["buffer/reward"], np.full(4, 3.0))
     assert torch.equal(ckpt["torch"]["net"]["w"], torch.full((3,), 3.0))
-    assert ckpt["attrs"]["metrics_cursor"] == 7 and ckpt["attrs"]["stage"] == 3
+    assert ckpt["attrs"]["metrics_cursor"] == 7 and ckpt["attrs"]["stage"] == 3 and ckpt["attrs"]["iteration"] == 10
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary left behind
 
 
@@ -45,10 +45,10 @@ def test_corrupt_and_truncated_checkpoints_are_skipped(tmp_path):
     with pytest.raises(ValueError):
         verify_checkpoint(bad)
     with pytest.warns(UserWarning, match="skipping checkpoint"):
-        assert complete_positions(tmp_path) == [(0, 1)]
+        assert complete_positions(tmp_path) == [(0, 1, 10)]
     bad.write_bytes(bad.read_bytes()[:1000])  # truncated
     with pytest.warns(UserWarning):
-        assert complete_positions(tmp_path) == [(0, 1)]
+        assert complete_positions(tmp_path) == [(0, 1, 10)]
     assert read_checkpoint(good)["attrs"]["complete"] == 1
 
 
@@ -71,14 +71,14 @@ def test_write_failure_keeps_previous_checkpoint(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
         try:
-            save_checkpoint(Path({str(tmp_path)!r}), 0, 1, {{"big": np.zeros(1_000_000)}}, {{}}, {{}})
+            save_checkpoint(Path({str(tmp_path)!r}), (0, 1, 10), {{"big": np.zeros(1_000_000)}}, {{}}, {{}})
         except OSError as err:
             print("ERR", err); sys.exit(3)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "previous checkpoint is intact" in proc.stdout
-    assert complete_positions(tmp_path) == [(0, 0)]
+    assert complete_positions(tmp_path) == [(0, 0, 10)]
     assert not list(tmp_path.glob(".*tmp*"))
 
 
@@ -89,7 +89,7 @@ def _row(episode, stage, rank, num_classes=3):
     return row
 
 
-def test_metrics_swmr_reader_follows_writer_and_resume_cuts_rows(tmp_path):
+def test_metrics_swmr_reader_follows_writer_and_a_rewrite_replaces_the_file_whole(tmp_path):
     path = tmp_path / "metrics.h5"
     log = MetricsLog.create(path, search_layout(3), {"config_yaml": "a: 1", "world_size": 2, "versions": {"torch": "x"}},
                             {"realised_noise_rate": 0.36})
@@ -105,9 +105,15 @@ def test_metrics_swmr_reader_follows_writer_and_resume_cuts_rows(tmp_path):
     columns = read_stages(path)
     assert list(columns["stage"]) == [0, 0, 1, 1] and columns["action"].shape == (4, 5)
     assert columns["class_weight_mean"].shape == (4, 3)
-    log = MetricsLog.reopen(path, search_layout(3), cursor=2)
-    assert log.rows == 2
+    held = open_metrics(path)  # a reader holding the file across the rewrite keeps the old rows
+    log = MetricsLog.create(path, search_layout(3), {}, {}, rows=[_row(0, 0, 0), _row(0, 0, 1)],
+                            events=[(0, 0, 0, "resume")])
+    assert log.rows == 2 and held["stages/episode"].shape[0] == 4
+    held.close()
     log.close()
+    with h5py.File(path, "r") as f:
+        assert f["stages/episode"].shape[0] == 2 and f["events/kind"][()].tolist() == [b"resume"]
+    assert not list(tmp_path.glob(".*tmp*"))
 
 
 def test_open_metrics_rejects_foreign_and_truncated_files(tmp_path):

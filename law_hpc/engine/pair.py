@@ -58,6 +58,79 @@ class StageStats:
         return self.samples / max(self.seconds, 1e-9)
 
 
+class StageProgress:
+    """Where a stage's training stands: iterations done of `steps` and the per-sample sums over them, kept
+    on the device (no host sync per iteration); `stats()` at the stage's end."""
+
+    def __init__(self, steps: range, num_classes: int, device):
+        self.steps, self.done, self.samples, self.seconds = steps, 0, 0, 0.0
+        zero = torch.zeros((), device=device, dtype=torch.float64)
+        self.loss_target_sum, self.loss_reference_sum = zero.clone(), zero.clone()
+        self.weight_sum, self.weight_sq_sum = zero.clone(), zero.clone()
+        self.class_weight_sum = torch.zeros(num_classes, device=device, dtype=torch.float64)
+        self.class_count = torch.zeros(num_classes, device=device, dtype=torch.float64)
+
+    @property
+    def next_step(self) -> int:
+        """The global iteration number (data position) the stage continues at."""
+        return self.steps.start + self.done
+
+    def add(self, loss_target, loss_reference, weights, labels) -> None:
+        """One iteration's batch: its mean losses, the target's weights and the labels."""
+        size = labels.numel()
+        self.done += 1
+        self.samples += size
+        self.loss_target_sum += loss_target * size
+        self.loss_reference_sum += loss_reference * size
+        w = weights.double()
+        self.weight_sum += w.sum()
+        self.weight_sq_sum += (w * w).sum()
+        self.class_weight_sum.index_add_(0, labels, w)
+        self.class_count.index_add_(0, labels, torch.ones_like(w))
+
+    def stats(self) -> StageStats:
+        """The stage's per-sample means: both nets' losses, the target's weights K_T (mean, std, per class)."""
+        n = max(self.samples, 1)
+        weight_mean = float(self.weight_sum) / n
+        weight_var = max(float(self.weight_sq_sum) / n - weight_mean ** 2, 0.0)
+        class_mean = (self.class_weight_sum / self.class_count.clamp_min(1)).cpu().numpy()
+        class_mean[self.class_count.cpu().numpy() == 0] = np.nan
+        loss_target_mean = float(self.loss_target_sum) / n
+        loss_reference_mean = float(self.loss_reference_sum) / n
+        return StageStats(loss_target_mean, loss_reference_mean, weight_mean, weight_var ** 0.5, class_mean,
+                          self.samples, self.seconds, bool(np.isfinite([loss_target_mean, loss_reference_mean]).all()))
+
+    _SUMS = ("loss_target_sum", "loss_reference_sum", "weight_sum", "weight_sq_sum", "class_weight_sum", "class_count")
+
+    def state_dict(self) -> dict:
+        return {"done": self.done, "samples": self.samples, "seconds": self.seconds,
+                **{name: getattr(self, name).cpu() for name in self._SUMS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.done, self.samples, self.seconds = int(state["done"]), int(state["samples"]), float(state["seconds"])
+        for name in self._SUMS:
+            getattr(self, name).copy_(state[name])
+
+
+@dataclass
+class InterruptedStage:
+    """A stage that a stop request cut short, as a mid-stage checkpoint holds it: its action a_T (None in a
+    warm-up stage; the exploration noise is not drawn again) and its progress."""
+
+    action: np.ndarray | None
+    progress: StageProgress
+
+    def state_dict(self) -> dict:
+        return {"action": None if self.action is None else torch.from_numpy(self.action),
+                "progress": self.progress.state_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict, steps: range, num_classes: int, device) -> "InterruptedStage":
+        progress = StageProgress(steps, num_classes, device)
+        progress.load_state_dict(state["progress"])
+        return cls(None if state["action"] is None else state["action"].numpy(), progress)
+
+
 def make_sgd(net: torch.nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
     return torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
@@ -131,41 +204,29 @@ class ClassifierPair:
     def train_stage(self, batches: Iterator, steps: range, lr_at: Callable[[int], float], action,
                     features: FeatureSettings) -> StageStats:
         """One SGD step per iteration of `steps` on the next batches of the stream, with the stage's fixed action."""
+        progress = StageProgress(steps, features.num_classes, next(self.target_net.parameters()).device)
+        self.train_steps(batches, progress, lr_at, action, features)
+        return progress.stats()
+
+    def train_steps(self, batches: Iterator, progress: "StageProgress", lr_at: Callable[[int], float], action,
+                    features: FeatureSettings, stop: Callable[[], bool] = lambda: False) -> bool:
+        """The rest of a stage from where `progress` stands, adding to its sums; `stop()` is asked after every
+        iteration. False when it said stop before the stage's last iteration (`progress` is then a mid-stage
+        position that a checkpoint can hold), True when the stage is complete."""
         started = time.perf_counter()
-        device = next(self.target_net.parameters()).device
-        num_classes = features.num_classes
-        loss_target_sum = torch.zeros((), device=device, dtype=torch.float64)
-        loss_reference_sum = torch.zeros_like(loss_target_sum)
-        weight_sum = torch.zeros_like(loss_target_sum)
-        weight_sq_sum = torch.zeros_like(loss_target_sum)
-        class_weight_sum = torch.zeros(num_classes, device=device, dtype=torch.float64)
-        class_count = torch.zeros(num_classes, device=device, dtype=torch.float64)
-        samples = 0
+        device = progress.class_count.device
         action_on_device = None if action is None else torch.as_tensor(action, dtype=torch.float32, device=device)
-        for step in steps:
-            batch = next(batches)
-            loss_target, loss_reference, weights = self.step(batch.images, batch.labels, lr_at(step), action_on_device,
-                                                             features)
-            size = batch.labels.numel()
-            samples += size
-            # Accumulate on the device: no host sync per iteration.
-            loss_target_sum += loss_target * size
-            loss_reference_sum += loss_reference * size
-            w = weights.double()
-            weight_sum += w.sum()
-            weight_sq_sum += (w * w).sum()
-            class_weight_sum.index_add_(0, batch.labels, w)
-            class_count.index_add_(0, batch.labels, torch.ones_like(w))
-        n = max(samples, 1)
-        weight_mean = float(weight_sum) / n
-        weight_var = max(float(weight_sq_sum) / n - weight_mean ** 2, 0.0)
-        class_mean = (class_weight_sum / class_count.clamp_min(1)).cpu().numpy()
-        class_mean[class_count.cpu().numpy() == 0] = np.nan
-        loss_target_mean = float(loss_target_sum) / n
-        loss_reference_mean = float(loss_reference_sum) / n
-        return StageStats(loss_target_mean, loss_reference_mean, weight_mean, weight_var ** 0.5, class_mean,
-                          samples, time.perf_counter() - started,
-                          bool(np.isfinite([loss_target_mean, loss_reference_mean]).all()))
+        try:
+            for step in progress.steps[progress.done:]:
+                batch = next(batches)
+                loss_target, loss_reference, weights = self.step(batch.images, batch.labels, lr_at(step),
+                                                                 action_on_device, features)
+                progress.add(loss_target, loss_reference, weights, batch.labels)
+                if progress.done < len(progress.steps) and stop():
+                    return False
+            return True
+        finally:
+            progress.seconds += time.perf_counter() - started
 
     def evaluate(self, eval_set: EvalSet) -> tuple[float, float]:
         """Top-1 accuracy (fraction) of the target and reference nets, in one pass over the clean batches."""

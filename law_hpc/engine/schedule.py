@@ -72,3 +72,12 @@ def set_lr(optimizers, lr: float) -> None:
     for optimizer in optimizers:
         for group in optimizer.param_groups:
             group["lr"] = lr
+
+
+def schedule_difference(cfg) -> str:
+    """A deliberate difference between a search episode and the final training (search.epochs vs
+    optim.epochs), as a note for the user, or ""."""
+    if cfg.search_epochs == cfg.optim.epochs:
+        return ""
+    return (f"search.epochs={cfg.search_epochs} differs from optim.epochs={cfg.optim.epochs}: "
+            "episodes are not the final training; law_hpc.train will need train.allow_schedule_mismatch")

@@ -13,15 +13,13 @@ from dataclasses import asdict, dataclass
 @dataclass
 class SearchState:
     """(episode, stage): the next stage to run; l_smooth, acc_smooth: EMAs of the target's training loss and
-    validation accuracy (the stage state's measured part, Eq. 5); metrics_rows: the rows metrics.h5 holds
-    once the last checkpointed stage is logged; episode_over: the last stage run ended its episode; gap: the
+    validation accuracy (the stage state's measured part, Eq. 5); episode_over: the last stage run ended its episode; gap: the
     last stage's validation accuracy gap, target - reference (0 before any weighting)."""
 
     episode: int = 0
     stage: int = 0
     l_smooth: float = 0.0
     acc_smooth: float = 0.0
-    metrics_rows: int = 0
     episode_over: bool = False
     gap: float = 0.0
 

@@ -31,6 +31,19 @@ class PolicySelection:
         self.best = outcome
         return candidate
 
+    def verdict(self) -> str:
+        """The search's outcome, plainly: which actor policy.h5 holds, and whether it beat uniform training."""
+        best = self.best
+        if best is None:
+            return "no evaluation episode finished; no policy.h5 was written"
+        gap, episode = 100 * best["validation_gap"], best["episode"] + 1
+        if gap <= 0:
+            return (f"WARNING: no evaluation episode's target beat its reference on the validation split (best gap "
+                    f"{gap:+.2f} points, episode {episode}). policy.h5 holds that actor, which is likely to hurt: "
+                    "search longer or change the strategy settings")
+        return (f"policy.h5: the actor of evaluation episode {episode}, validation gap {gap:+.2f} points over uniform "
+                "training")
+
     def state_dict(self) -> dict:
         return {"best": self.best, "candidate": None if self.candidate is None else self.candidate.state_dict()}
 

@@ -7,6 +7,10 @@ by torch under /torch/<part> and read back with `torch.load(weights_only=True)`,
 and plain containers only and never runs code from the file. A SHA-256 over every dataset and the
 `complete` attribute (written last) mark a usable file; a truncated or corrupt one is skipped with a
 warning and the previous one is used.
+
+A position is (episode, stage, iteration) in the search: the iterations of that stage done, all of them
+at its end, fewer in a mid-stage checkpoint written on a stop request; (epoch, 0, iteration) in the test
+phase. Positions order the files as the run went.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import h5py
 import numpy as np
 import torch
 
-_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.h5$")
+_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)-i(\d+)\.h5$")
 
 
 def checkpoint_dir(run_dir: str | Path, rank: int) -> Path:
@@ -53,11 +57,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(directory: Path, episode: int, stage: int, arrays: dict[str, np.ndarray],
+def save_checkpoint(directory: Path, position: tuple[int, int, int], arrays: dict[str, np.ndarray],
                     torch_objects: dict, attrs: dict, keep: int = 2) -> Path:
-    """Write ckpt-e<episode>-s<stage>.h5 atomically; keep the newest `keep` files."""
+    """Write ckpt-e<episode>-s<stage>-i<iteration>.h5 atomically; keep the newest `keep` files."""
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"ckpt-e{episode:05d}-s{stage:05d}.h5"
+    final = checkpoint_path(directory, position)
     temporary = directory / f".{final.name}.tmp-{os.getpid()}"
     try:
         with h5py.File(temporary, "w") as file:
@@ -67,7 +71,7 @@ def save_checkpoint(directory: Path, episode: int, stage: int, arrays: dict[str,
                 file.create_dataset(f"torch/{name}", data=_torch_bytes(obj))
             for key, value in attrs.items():
                 file.attrs[key] = value
-            file.attrs["episode"], file.attrs["stage"] = episode, stage
+            file.attrs["episode"], file.attrs["stage"], file.attrs["iteration"] = position
             file.attrs["sha256"] = _digest(file)
             file.attrs["complete"] = 1
         with open(temporary, "rb+") as handle:
@@ -83,7 +87,7 @@ def save_checkpoint(directory: Path, episode: int, stage: int, arrays: dict[str,
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
-    """Checkpoint files of one rank, newest (episode, stage) first."""
+    """Checkpoint files of one rank, newest position first."""
     if not directory.is_dir():
         return []
     found = [(tuple(map(int, m.groups())), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
@@ -122,14 +126,15 @@ def read_checkpoint(path: Path) -> dict:
         raise ValueError(f"checkpoint {path} is unreadable (truncated?): {err}") from None
     try:
         objects = {name: torch.load(io.BytesIO(blob), weights_only=True) for name, blob in blobs.items()}
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"checkpoint {path} holds something other than tensors and plain containers; "
-                         f"refusing to load it ({str(err).splitlines()[0]})") from None
+    except (pickle.UnpicklingError, RuntimeError) as err:  # torch names the refused global in the first lines
+        reason = " ".join(line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "Unsupported" in line)
+        raise ValueError(f"checkpoint {path} holds something other than tensors and plain containers (a pickle "
+                         f"payload?); refused, nothing in it was run ({reason or type(err).__name__})") from None
     return {"arrays": arrays, "torch": objects, "attrs": attrs, "path": path}
 
 
-def complete_positions(directory: Path) -> list[tuple[int, int]]:
-    """(episode, stage) of every checkpoint that verifies, newest first; bad ones warned about."""
+def complete_positions(directory: Path) -> list[tuple[int, int, int]]:
+    """Positions of every checkpoint that verifies, newest first; bad ones warned about."""
     positions = []
     for path in list_checkpoints(directory):
         try:
@@ -137,13 +142,14 @@ def complete_positions(directory: Path) -> list[tuple[int, int]]:
         except ValueError as err:
             warnings.warn(f"skipping checkpoint: {err}", stacklevel=2)
             continue
-        m = _NAME.match(path.name)
-        positions.append((int(m.group(1)), int(m.group(2))))
+        positions.append(tuple(map(int, _NAME.match(path.name).groups())))
     return positions
 
 
-def checkpoint_path(directory: Path, episode: int, stage: int) -> Path:
-    return directory / f"ckpt-e{episode:05d}-s{stage:05d}.h5"
+def checkpoint_path(directory: Path, position: tuple[int, int, int]) -> Path:
+    """The file of `position` (episode, stage, iteration) in a rank's checkpoint directory."""
+    episode, stage, iteration = position
+    return directory / f"ckpt-e{episode:05d}-s{stage:05d}-i{iteration:08d}.h5"
 
 
 def _is_arrays(part_state) -> bool:
@@ -158,20 +164,28 @@ class CheckpointStore:
     def __init__(self, run_dir: str | Path, rank: int, keep: int = 2):
         self.directory, self.keep = checkpoint_dir(run_dir, rank), keep
 
-    def save(self, position: tuple[int, int], state: dict, attrs: dict | None = None) -> Path:
-        """Write `state` ({part: state dict}) as the checkpoint of `position` = (episode or epoch, stage)."""
+    def save(self, position: tuple[int, int, int], state: dict, attrs: dict | None = None) -> Path:
+        """Write `state` ({part: state dict}) as the checkpoint of `position` (module docstring)."""
         arrays = {f"{part}/{name}": array for part, value in state.items() if _is_arrays(value)
                   for name, array in value.items()}
         objects = {part: value for part, value in state.items() if not _is_arrays(value)}
-        return save_checkpoint(self.directory, *position, arrays, objects, attrs or {}, keep=self.keep)
+        return save_checkpoint(self.directory, position, arrays, objects, attrs or {}, keep=self.keep)
 
-    def positions(self) -> list[tuple[int, int]]:
+    def positions(self) -> list[tuple[int, int, int]]:
         """Positions of every complete, verified checkpoint, newest first (bad files are warned about)."""
         return complete_positions(self.directory)
 
-    def load(self, position: tuple[int, int]) -> dict:
-        """The state saved at `position`, parts as they were given to `save`."""
-        checkpoint = read_checkpoint(checkpoint_path(self.directory, *position))
+    def has_files(self) -> bool:
+        """Whether this rank has written any checkpoint file, usable or not."""
+        return self.directory.is_dir() and any(self.directory.glob("ckpt-*.h5"))
+
+    def path(self, position: tuple[int, int, int]) -> Path:
+        return checkpoint_path(self.directory, position)
+
+    def load(self, position: tuple[int, int, int]) -> dict:
+        """The state saved at `position`, parts as they were given to `save`; ValueError (naming the file)
+        if it is incomplete, corrupt, or holds anything but tensors and plain containers."""
+        checkpoint = read_checkpoint(checkpoint_path(self.directory, position))
         state = dict(checkpoint["torch"])
         for name, array in checkpoint["arrays"].items():
             part, key = name.split("/", 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import typing
 from dataclasses import dataclass
@@ -124,44 +125,47 @@ class MetricsLog:
     """Append-only table of equal-length datasets (rank 0 only), readable live through SWMR.
 
     `layout` maps dataset paths to (dtype, per-row shape); a row is a dict keyed by the last path part.
-    Rows beyond a checkpoint's cursor are cut on resume.
+    A resumed job does not reopen the file (a writer killed by SIGKILL leaves it flagged as open, and may
+    have died between a checkpoint and its rows): it writes it anew from the rows the checkpoints hold.
     """
 
     def __init__(self, path: str | Path, file: h5py.File, layout: dict):
         self.path, self.file, self.layout = Path(path), file, layout
 
     @classmethod
-    def create(cls, path, layout: dict, attrs: dict, data_report: dict) -> "MetricsLog":
-        """A new file; attributes and the data report must exist before SWMR mode starts."""
-        file = h5py.File(path, "w", libver="latest")
-        file.attrs["format"] = MAGIC
-        for key, value in attrs.items():
-            file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
-        for name, (dtype, shape) in layout.items():
-            file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(256, *shape))
-        for name, dtype in EVENT_COLUMNS.items():
-            file.create_dataset(f"events/{name}", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
-        report = file.create_group("data_report")
-        for key, value in data_report.items():
-            report.create_dataset(key, data=np.asarray(value))
-        file.attrs.create("status", np.bytes_("running"), dtype=_STATUS_DTYPE)
-        file.swmr_mode = True
-        return cls(path, file, layout)
-
-    @classmethod
-    def reopen(cls, path, layout: dict, cursor: int) -> "MetricsLog":
-        """Reopen for appending after a resume, dropping rows written after the checkpoint (cursor)."""
-        file = h5py.File(path, "r+", libver="latest")
-        if file.attrs.get("format") != MAGIC:
-            raise ValueError(f"{path} is not a law_hpc metrics file")
-        for name in layout:
-            if file[name].shape[0] > cursor:
-                file[name].resize(cursor, axis=0)
-        if "status" not in file.attrs:  # a file of an older version
+    def create(cls, path, layout: dict, attrs: dict, data_report: dict, rows=(), events=()) -> "MetricsLog":
+        """A file holding `rows` and `events` (episode, stage, rank, kind), in SWMR mode, put in place
+        atomically (temp file, fsync, rename) over whatever was at `path`: a reader opening `path` finds
+        the previous file or this one, whole; one holding the previous file open keeps its old rows."""
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        file = h5py.File(temporary, "w", libver="latest")
+        try:
+            file.attrs["format"] = MAGIC
+            for key, value in attrs.items():
+                file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
+            for name, (dtype, shape) in layout.items():  # attributes and datasets before SWMR mode
+                file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                                    chunks=(256, *shape))
+            for name, dtype in EVENT_COLUMNS.items():
+                file.create_dataset(f"events/{name}", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
+            report = file.create_group("data_report")
+            for key, value in data_report.items():
+                report.create_dataset(key, data=np.asarray(value))
             file.attrs.create("status", np.bytes_("running"), dtype=_STATUS_DTYPE)
-        file.swmr_mode = True
-        log = cls(path, file, layout)
-        log.set_status("running")
+            file.swmr_mode = True
+            log = cls(path, file, layout)
+            log.append(list(rows))
+            for event in events:
+                log.event(*event)
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            file.close()
+            temporary.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
         return log
 
     @property
@@ -200,6 +204,14 @@ class MetricsLog:
         if status is not None:
             self.set_status(status)
         self.file.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def open_metrics(path: str | Path) -> h5py.File:
@@ -271,3 +283,14 @@ def to_dataframe(path: str | Path):
         raise ImportError(f"to_dataframe needs pandas (pip install 'law_hpc[plots]'): {err}") from None
     columns, _ = read_table(path)
     return pd.DataFrame(columns)
+
+
+def logged_rows(path: str | Path) -> int | None:
+    """Rows an existing metrics.h5 or train.h5 holds (0 if there is no file); None if it cannot be read."""
+    if not Path(path).exists():
+        return 0
+    try:
+        columns, _ = read_table(path)
+    except (OSError, ValueError, KeyError):
+        return None
+    return len(next(iter(columns.values()), ()))

@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+from .metrics import logged_rows
+
 
 class RunDirError(ValueError):
     """The run directory belongs to a different run (config or world size)."""
@@ -40,3 +42,11 @@ def prepare_run_dir(run_dir: Path, config_yaml: str, world_size: int, force: boo
     config_path.write_text(config_yaml)
     info_path.write_text(json.dumps({"world_size": world_size}))
     return existed
+
+
+def logged_results(run_dir: Path, log_name: str) -> str:
+    """What a run directory holds that starting afresh would overwrite ("" if nothing): the log's rows, policy.h5."""
+    rows = logged_rows(run_dir / log_name)
+    found = [f"{log_name} (unreadable)" if rows is None else f"{log_name} with {rows} rows" if rows else "",
+             "policy.h5" if (run_dir / "policy.h5").exists() else ""]
+    return " and ".join(text for text in found if text)
