@@ -3,8 +3,9 @@
 The target net is trained with the policy's weights, the reference net plainly, on IDENTICAL
 batches. Both start from the same initialisation (parameters, buffers, optimizer state), so with
 uniform weighting they stay bit-identical and any accuracy gap is the policy's doing.
-The two nets step sequentially, or concurrently in two threads (`pair_mode`); torch releases the
-GIL inside its kernels, so the threads overlap where the cores allow it.
+The two nets step sequentially, concurrently in two threads (torch releases the GIL inside its kernels, so
+the threads overlap where the cores allow it), or fused into one stacked forward and backward (engine/fused.py);
+a net that cannot be fused steps sequentially, with the reason printed (`pair_mode`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..data.types import EvalSet
 from ..law.features import item_features
 from ..law.policy import sample_weights, weighted_mean_loss
 from .evaluation import top1_accuracies
+from .fused import TARGET, REFERENCE, StackedNets, fusion_obstacle, repoint_optimizer
 from .schedule import set_lr
 
 
@@ -134,16 +136,52 @@ def make_sgd(net: torch.nn.Module, lr: float, momentum: float, weight_decay: flo
     return torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+PAIR_MODES = ("sequential", "threads", "fused")
+_reported_fallbacks: set[str] = set()
+
+
 class ClassifierPair:
     """target_net + reference_net with their SGD optimizers, stepping on the same batches."""
 
     def __init__(self, target_net, reference_net, target_optimizer, reference_optimizer, mode: str = "sequential"):
-        if mode not in ("sequential", "threads"):
+        if mode not in PAIR_MODES:
             raise ValueError(f"unknown pair mode '{mode}'")
         self.target_net, self.reference_net = target_net, reference_net
         self.target_optimizer, self.reference_optimizer = target_optimizer, reference_optimizer
-        self.mode = mode
+        self.mode, self.fallback_reason = mode, ""
+        self.stacked: StackedNets | None = None
+        self._probed = False
+        if mode == "fused":
+            self._fuse()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference") if mode == "threads" else None
+
+    def _fuse(self) -> None:
+        """Stack the nets' state (engine/fused.py) and point their optimizers at the nets' new parameter views."""
+        obstacle = fusion_obstacle(self.target_net)
+        if obstacle:
+            return self._fall_back(obstacle)
+        old = [list(net.parameters()) for net in (self.target_net, self.reference_net)]
+        self.stacked = StackedNets(self.target_net, self.reference_net)
+        for optimizer, net, old_params in zip((self.target_optimizer, self.reference_optimizer),
+                                              (self.target_net, self.reference_net), old):
+            repoint_optimizer(optimizer, old_params, list(net.parameters()))
+
+    def _fall_back(self, reason: str) -> None:
+        """Step sequentially from now on; the reason is printed once per process."""
+        self.mode, self.fallback_reason, self.stacked = "sequential", reason, None
+        if reason not in _reported_fallbacks:
+            _reported_fallbacks.add(reason)
+            print(f"[law] NOTE: search.pair_mode=fused cannot fuse {type(self.target_net).__name__}; the pair steps "
+                  f"sequentially: {reason}", flush=True)
+
+    def _probe_fusion(self, images) -> None:
+        """Before the first fused step: one stacked forward on two images in eval mode (no state changes)."""
+        self._probed = True
+        try:
+            with torch.no_grad():
+                self.stacked.forward(images[:2], train=False)
+        except Exception as err:  # noqa: BLE001 (whatever vmap rejects; the pair then works unfused)
+            self._fall_back(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 
     @classmethod
     def create(cls, model_factory: Callable[[], torch.nn.Module], init_seed: int, device, lr: float,
@@ -185,9 +223,34 @@ class ClassifierPair:
         optimizer.step()
         return per_sample_loss.detach().mean(), weights.detach()
 
+    def _step_fused(self, images, labels, action, features: FeatureSettings):
+        """One SGD step of both nets from one stacked forward and backward; the same losses as `_step_net`."""
+        logits = self.stacked.forward(images, train=True)  # [2, B, C]
+        per_sample_loss = F.cross_entropy(logits.flatten(0, 1), labels.repeat(2), reduction="none").view(2, -1)
+        loss_reference = per_sample_loss[REFERENCE].mean()
+        if action is None:
+            weights = torch.ones_like(per_sample_loss[TARGET])
+            loss_target = per_sample_loss[TARGET].mean()
+        else:
+            f = item_features(logits[TARGET], labels, features.log_class_freq, features.density,
+                              features.label_feature, features.feature_norm)  # Eq. 6, no gradient
+            weights = sample_weights(f, action)  # K_T (Eq. 3)
+            loss_target = weighted_mean_loss(per_sample_loss[TARGET], weights, features.weight_norm)  # Eq. 7
+        self.stacked.zero_grad()
+        (loss_target + loss_reference).backward()  # the nets share no parameter: each gets its own gradient
+        self.stacked.share_grads()
+        self.target_optimizer.step()
+        self.reference_optimizer.step()
+        losses = per_sample_loss.detach().mean(1)
+        return losses[TARGET], losses[REFERENCE], weights.detach()
+
     def step(self, images, labels, lr: float, action, features: FeatureSettings):
         """One SGD step of both nets on the same batch; returns (target loss, reference loss, weights)."""
         set_lr((self.target_optimizer, self.reference_optimizer), lr)
+        if self.stacked is not None and not self._probed:
+            self._probe_fusion(images)
+        if self.stacked is not None:
+            return self._step_fused(images, labels, action, features)
         reference = (self.reference_net, self.reference_optimizer, images, labels, None, features)
         target = (self.target_net, self.target_optimizer, images, labels, action, features)
         if self._executor is None:
@@ -229,13 +292,19 @@ class ClassifierPair:
 
     def evaluate(self, eval_set: EvalSet) -> tuple[float, float]:
         """Top-1 accuracy (fraction) of the target and reference nets, in one pass over the clean batches."""
-        acc_target, acc_reference = top1_accuracies((self.target_net, self.reference_net), eval_set)
+        if self.stacked is not None:
+            acc_target, acc_reference = self.stacked.top1_accuracies(eval_set)
+        else:
+            acc_target, acc_reference = top1_accuracies((self.target_net, self.reference_net), eval_set)
         return acc_target, acc_reference
 
     def state_dict(self) -> dict:
+        """The sequential mode's format in every mode; fused nets' tensors are copied out of their stacks (saving
+        a view would save the whole stacked storage)."""
+        own = (lambda state: {key: value.clone() for key, value in state.items()}) if self.stacked else (lambda s: s)
         return {
-            "target_net": self.target_net.state_dict(),
-            "reference_net": self.reference_net.state_dict(),
+            "target_net": own(self.target_net.state_dict()),
+            "reference_net": own(self.reference_net.state_dict()),
             "target_optimizer": self.target_optimizer.state_dict(),
             "reference_optimizer": self.reference_optimizer.state_dict(),
         }
