@@ -88,7 +88,7 @@ class StageProgress:
         self.weight_sum += w.sum()
         self.weight_sq_sum += (w * w).sum()
         self.class_weight_sum.index_add_(0, labels, w)
-        self.class_count.index_add_(0, labels, torch.ones_like(w))
+        self.class_count += torch.bincount(labels, minlength=self.class_count.numel())
 
     def stats(self) -> StageStats:
         n = max(self.samples, 1)
@@ -215,7 +215,7 @@ class ClassifierPair:
         else:
             # K_T(f, theta_T) on features of the target's own forward pass (Eq. 3, 6), no gradient.
             f = item_features(logits, labels, features.log_class_freq, features.density, features.label_feature,
-                              features.feature_norm)
+                              features.feature_norm, per_sample_loss)
             weights = sample_weights(f, action)
             loss = weighted_mean_loss(per_sample_loss, weights, features.weight_norm)  # Eq. 7
         optimizer.zero_grad(set_to_none=True)
@@ -233,7 +233,7 @@ class ClassifierPair:
             loss_target = per_sample_loss[TARGET].mean()
         else:
             f = item_features(logits[TARGET], labels, features.log_class_freq, features.density,
-                              features.label_feature, features.feature_norm)  # Eq. 6, no gradient
+                              features.label_feature, features.feature_norm, per_sample_loss[TARGET])  # Eq. 6
             weights = sample_weights(f, action)  # K_T (Eq. 3)
             loss_target = weighted_mean_loss(per_sample_loss[TARGET], weights, features.weight_norm)  # Eq. 7
         self.stacked.zero_grad()
