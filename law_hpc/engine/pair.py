@@ -54,6 +54,8 @@ class StageStats:
     samples: int
     seconds: float
     finite: bool
+    weights_seconds: float = 0.0
+    """Of `seconds`: the target's item features, weights K_T and weighted loss (host time; asynchronous on CUDA)."""
 
     @property
     def samples_per_second(self) -> float:
@@ -65,7 +67,7 @@ class StageProgress:
     on the device (no host sync per iteration); `stats()` at the stage's end."""
 
     def __init__(self, steps: range, num_classes: int, device):
-        self.steps, self.done, self.samples, self.seconds = steps, 0, 0, 0.0
+        self.steps, self.done, self.samples, self.seconds, self.weights_seconds = steps, 0, 0, 0.0, 0.0
         zero = torch.zeros((), device=device, dtype=torch.float64)
         self.loss_target_sum, self.loss_reference_sum = zero.clone(), zero.clone()
         self.weight_sum, self.weight_sq_sum = zero.clone(), zero.clone()
@@ -99,16 +101,19 @@ class StageProgress:
         loss_target_mean = float(self.loss_target_sum) / n
         loss_reference_mean = float(self.loss_reference_sum) / n
         return StageStats(loss_target_mean, loss_reference_mean, weight_mean, weight_var ** 0.5, class_mean,
-                          self.samples, self.seconds, bool(np.isfinite([loss_target_mean, loss_reference_mean]).all()))
+                          self.samples, self.seconds, bool(np.isfinite([loss_target_mean, loss_reference_mean]).all()),
+                          self.weights_seconds)
 
     _SUMS = ("loss_target_sum", "loss_reference_sum", "weight_sum", "weight_sq_sum", "class_weight_sum", "class_count")
 
     def state_dict(self) -> dict:
         return {"done": self.done, "samples": self.samples, "seconds": self.seconds,
+                "weights_seconds": self.weights_seconds,
                 **{name: getattr(self, name).cpu() for name in self._SUMS}}
 
     def load_state_dict(self, state: dict) -> None:
         self.done, self.samples, self.seconds = int(state["done"]), int(state["samples"]), float(state["seconds"])
+        self.weights_seconds = float(state.get("weights_seconds", 0.0))
         for name in self._SUMS:
             getattr(self, name).copy_(state[name])
 
@@ -150,6 +155,7 @@ class ClassifierPair:
         self.target_optimizer, self.reference_optimizer = target_optimizer, reference_optimizer
         self.mode, self.fallback_reason = mode, ""
         self.stacked: StackedNets | None = None
+        self.weights_seconds = 0.0  # host time in features, weights and the weighted loss, all stages
         self._probed = False
         if mode == "fused":
             self._fuse()
@@ -202,22 +208,26 @@ class ClassifierPair:
             self._executor = None
 
     # --- one iteration -----------------------------------------------------------------------------
-    @staticmethod
-    def _step_net(net, optimizer, images, labels, action, features: FeatureSettings):
+    def _loss_and_weights(self, logits, labels, per_sample_loss, action, features: FeatureSettings):
+        """The plain mean loss and weights 1 without an action; else K_T(f, theta_T) on features of the target's
+        own forward pass (Eq. 3, 6; no gradient) and the weighted loss (Eq. 7), their time kept."""
+        if action is None:
+            return per_sample_loss.mean(), torch.ones_like(per_sample_loss)
+        started = time.perf_counter()
+        f = item_features(logits, labels, features.log_class_freq, features.density, features.label_feature,
+                          features.feature_norm, per_sample_loss)
+        weights = sample_weights(f, action)
+        loss = weighted_mean_loss(per_sample_loss, weights, features.weight_norm)
+        self.weights_seconds += time.perf_counter() - started
+        return loss, weights
+
+    def _step_net(self, net, optimizer, images, labels, action, features: FeatureSettings):
         """One SGD step of `net`; weighted by K_T when `action` is given. Both nets run THIS code, so with
         no action the target and the reference compute bit-identical losses and updates."""
         net.train()
         logits = net(images)
         per_sample_loss = F.cross_entropy(logits, labels, reduction="none")
-        if action is None:
-            weights = torch.ones_like(per_sample_loss)
-            loss = per_sample_loss.mean()
-        else:
-            # K_T(f, theta_T) on features of the target's own forward pass (Eq. 3, 6), no gradient.
-            f = item_features(logits, labels, features.log_class_freq, features.density, features.label_feature,
-                              features.feature_norm, per_sample_loss)
-            weights = sample_weights(f, action)
-            loss = weighted_mean_loss(per_sample_loss, weights, features.weight_norm)  # Eq. 7
+        loss, weights = self._loss_and_weights(logits, labels, per_sample_loss, action, features)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -228,14 +238,7 @@ class ClassifierPair:
         logits = self.stacked.forward(images, train=True)  # [2, B, C]
         per_sample_loss = F.cross_entropy(logits.flatten(0, 1), labels.repeat(2), reduction="none").view(2, -1)
         loss_reference = per_sample_loss[REFERENCE].mean()
-        if action is None:
-            weights = torch.ones_like(per_sample_loss[TARGET])
-            loss_target = per_sample_loss[TARGET].mean()
-        else:
-            f = item_features(logits[TARGET], labels, features.log_class_freq, features.density,
-                              features.label_feature, features.feature_norm, per_sample_loss[TARGET])  # Eq. 6
-            weights = sample_weights(f, action)  # K_T (Eq. 3)
-            loss_target = weighted_mean_loss(per_sample_loss[TARGET], weights, features.weight_norm)  # Eq. 7
+        loss_target, weights = self._loss_and_weights(logits[TARGET], labels, per_sample_loss[TARGET], action, features)
         self.stacked.zero_grad()
         (loss_target + loss_reference).backward()  # the nets share no parameter: each gets its own gradient
         self.stacked.share_grads()
@@ -275,7 +278,7 @@ class ClassifierPair:
         """The rest of a stage from where `progress` stands, adding to its sums; `stop()` is asked after every
         iteration. False when it said stop before the stage's last iteration (`progress` is then a mid-stage
         position that a checkpoint can hold), True when the stage is complete."""
-        started = time.perf_counter()
+        started, weights_seconds = time.perf_counter(), self.weights_seconds
         device = progress.class_count.device
         action_on_device = None if action is None else torch.as_tensor(action, dtype=torch.float32, device=device)
         try:
@@ -289,6 +292,7 @@ class ClassifierPair:
             return True
         finally:
             progress.seconds += time.perf_counter() - started
+            progress.weights_seconds += self.weights_seconds - weights_seconds
 
     def evaluate(self, eval_set: EvalSet) -> tuple[float, float]:
         """Top-1 accuracy (fraction) of the target and reference nets, in one pass over the clean batches."""
