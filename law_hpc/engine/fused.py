@@ -70,7 +70,8 @@ class StackedNets:
     def forward(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         """Logits [2, B, C] of both nets on the same images; in train mode BatchNorm uses and updates each net's
         own batch statistics."""
-        self.skeleton.train(train)
+        if self.skeleton.training != train:  # walking the modules costs more than a small layer
+            self.skeleton.train(train)
         return self._vmapped(self.params, self.buffers, images)
 
     def zero_grad(self) -> None:
@@ -86,11 +87,12 @@ class StackedNets:
     @torch.no_grad()
     def top1_accuracies(self, eval_set: EvalSet) -> list[float]:
         """Accuracy (fraction) of both nets, one stacked forward per batch (decoded and normalised once)."""
-        correct, total = torch.zeros(2, dtype=torch.long), 0
+        correct, total = None, 0
         for images, labels in eval_set.batches():
-            correct += (self.forward(images, train=False).argmax(2) == labels).sum(1).cpu()
+            batch_correct = (self.forward(images, train=False).argmax(2) == labels).sum(1)
+            correct = batch_correct if correct is None else correct + batch_correct  # on the device: no sync
             total += labels.numel()
-        return [int(count) / max(total, 1) for count in correct]
+        return [int(count) / max(total, 1) for count in (correct.tolist() if correct is not None else (0, 0))]
 
 
 def repoint_optimizer(optimizer: torch.optim.Optimizer, old_params, new_params) -> None:
