@@ -116,7 +116,7 @@ class SearchConfig:
     in two threads, or as one stacked network (torch.func.vmap: one forward and one backward for both, one
     batched kernel per layer on a GPU; BatchNorm statistics and SGD state stay per net, checkpoints are the
     sequential mode's). A net that cannot be fused (dropout, what vmap rejects) steps sequentially, with the
-    reason printed."""
+    reason printed. sequential is the default: on CPU cores fused is slower (README, tools/bench_search.py)."""
     reward: str = "gap"
     """gap | gap_change: r_T is r_w times the validation accuracy gap target - reference at the stage's end
     (the paper, Eq. 8), or times its change over the stage (each stage credited with what it added)."""
