@@ -146,3 +146,21 @@ def test_fused_search_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed" in proc.stdout
     assert_same_results(full, stopped)
+
+
+class _TrainOnlyDataDependent(_DataDependent):
+    """Fusable in eval mode; in train mode its forward asks the host for a value."""
+
+    def forward(self, x):
+        return super().forward(x) if self.training else self.linear(x.flatten(1))
+
+
+def test_the_probe_tries_train_mode_without_touching_batchnorm_statistics(smoke_data):
+    probed = _pair(_TrainOnlyDataDependent, "fused")
+    probed.step(*next(iter(smoke_data.val.batches())), 0.05, None, FeatureSettings(torch.zeros(10)))
+    assert probed.mode == "sequential" and probed.fallback_reason
+    batchnorm = _pair(_model("small_cnn", smoke_data), "fused")
+    before = copy.deepcopy(batchnorm.state_dict())
+    batchnorm._probe_fusion(next(iter(smoke_data.val.batches()))[0])
+    assert batchnorm.mode == "fused"
+    assert _max_difference(batchnorm.target_net, _pair_from(before, _model("small_cnn", smoke_data)).target_net) == 0.0

@@ -74,6 +74,12 @@ class StackedNets:
             self.skeleton.train(train)
         return self._vmapped(self.params, self.buffers, images)
 
+    def probe(self, images: torch.Tensor) -> None:
+        """Both modes' stacked forward on `images`, no state changed (train mode runs on copies of the buffers)."""
+        self.skeleton.train(True)
+        self._vmapped(self.params, {name: buffer.clone() for name, buffer in self.buffers.items()}, images)
+        self.forward(images, train=False)
+
     def zero_grad(self) -> None:
         for stacked in self.params.values():
             stacked.grad = None

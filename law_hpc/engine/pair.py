@@ -181,11 +181,12 @@ class ClassifierPair:
                   f"sequentially: {reason}", flush=True)
 
     def _probe_fusion(self, images) -> None:
-        """Before the first fused step: one stacked forward on two images in eval mode (no state changes)."""
+        """Before the first fused step: stacked forwards on two images, in train mode on copies of the buffers (the
+        BatchNorm statistics are not touched) and in eval mode; whatever fails, the pair steps sequentially."""
         self._probed = True
         try:
             with torch.no_grad():
-                self.stacked.forward(images[:2], train=False)
+                self.stacked.probe(images[:2])
         except Exception as err:  # noqa: BLE001 (whatever vmap rejects; the pair then works unfused)
             self._fall_back(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 
