@@ -11,7 +11,8 @@ scaling). From train.h5 and metrics.h5 it prints, per search: the samples/s per 
 stages (whole stage time: training, evaluation, strategy update, checkpoint; median over stages; with
 --repeats the fastest run of each), the weighted stage against two plain trainings (time per sample: > 1 costs more than training the two nets
 apart), the weak scaling np N / np 1 of weighted stages, and the shares of weighted-stage time spent in the
-item features and weights, the evaluation, the strategy update with its allreduce, and the checkpoint.
+item features and weights, the evaluation, the strategy update with its allreduce, and the checkpoint, beside
+the pair's own training and the rest (mostly the wait at the stage's collectives for the slowest rank).
 The machine's other load moves every figure; compare the rows of one run, not runs.
 """
 from __future__ import annotations
@@ -34,6 +35,8 @@ PYTHON = sys.executable
 HOROVODRUN = str(Path(PYTHON).parent / "horovodrun")
 SHARES = {"features+weights": "weights_seconds", "evaluation": "evaluate_seconds",
           "strategy update+allreduce": "learn_seconds", "checkpoint": "checkpoint_seconds"}
+PARTS = ("pair training", *SHARES, "other")
+"""The columns of a weighted stage's time: the pair's own training, the LAW machinery, the rest."""
 
 
 def schedule_overrides(epochs: int, stages: int, images: int) -> list[str]:
@@ -69,12 +72,16 @@ def search_figures(run_dir: Path) -> dict:
     """Per-rank samples/s of warm-up and weighted stages (whole stage time, median) and the time shares."""
     c = read_stages(run_dir / "metrics.h5")
     samples = c["samples_per_second"] * c["train_seconds"]
-    per_stage = samples / c["stage_seconds"]
+    stage_seconds = c["stage_seconds"] + c["checkpoint_seconds"]  # stage_seconds ends before the checkpoint
+    per_stage = samples / stage_seconds
     weighted = c["weighted"] == 1
     figures = {"warm-up": float(np.median(per_stage[~weighted])), "weighted": float(np.median(per_stage[weighted])),
                "weighted training": float(np.median(c["samples_per_second"][weighted]))}
-    stage_time = c["stage_seconds"][weighted].sum()
+    stage_time = stage_seconds[weighted].sum()
     figures.update({share: c[column][weighted].sum() / stage_time for share, column in SHARES.items()})
+    figures["pair training"] = (c["train_seconds"] - c["weights_seconds"])[weighted].sum() / stage_time
+    # the rest: waiting at the stage's collectives for the slowest rank, the reward, logging
+    figures["other"] = 1.0 - figures["pair training"] - sum(figures[share] for share in SHARES)
     return figures
 
 
@@ -82,14 +89,14 @@ def table(plain: float, results: dict, ranks: list[int]) -> str:
     lines = [f"plain training (law_hpc.train --method uniform, 1 rank): {plain:,.0f} samples/s; two plain "
              f"trainings: {plain / 2:,.0f} samples/s", "",
              "| pair mode | np | warm-up samples/s/rank | weighted samples/s/rank | weighted / two plain | "
-             "pair training only / two plain | weak scaling np/np1 | " + " | ".join(SHARES) + " |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in SHARES) + " |"]
+             "pair training only / two plain | weak scaling np/np1 | " + " | ".join(PARTS) + " |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in PARTS) + " |"]
     for (mode, np_), f in results.items():
         base = results.get((mode, ranks[0]))
         scaling = f"{f['weighted'] / base['weighted']:.2f}" if base and np_ != ranks[0] else ""
         lines.append(f"| {mode} | {np_} | {f['warm-up']:,.0f} | {f['weighted']:,.0f} | {plain / 2 / f['weighted']:.3f} | "
                      f"{plain / 2 / f['weighted training']:.3f} | {scaling} | "
-                     + " | ".join(f"{100 * f[share]:.1f} %" for share in SHARES) + " |")
+                     + " | ".join(f"{100 * f[part]:.1f} %" for part in PARTS) + " |")
     return "\n".join(lines)
 
 
