@@ -112,7 +112,11 @@ class SearchConfig:
     noise; the actor of the evaluation episode whose target ends furthest above its reference on the
     validation split is the one saved to policy.h5."""
     pair_mode: str = "sequential"
-    """threads | sequential: how the target and reference nets step on each batch."""
+    """sequential | threads | fused: how the target and reference nets step on each batch: one after the other,
+    in two threads, or as one stacked network (torch.func.vmap: one forward and one backward for both, one
+    batched kernel per layer on a GPU; BatchNorm statistics and SGD state stay per net, checkpoints are the
+    sequential mode's). A net that cannot be fused (dropout, what vmap rejects) steps sequentially, with the
+    reason printed. sequential is the default: on CPU cores fused is slower (README, tools/bench_search.py)."""
     reward: str = "gap"
     """gap | gap_change: r_T is r_w times the validation accuracy gap target - reference at the stage's end
     (the paper, Eq. 8), or times its change over the stage (each stage credited with what it added)."""
@@ -267,7 +271,7 @@ _CHOICES = {
     "data.imbalance": {"none", "discard", "long_tail"},
     "data.augment": {"none", "crop_flip"},
     "data.on_corrupt_image": {"fail", "skip"},
-    "search.pair_mode": {"threads", "sequential"},
+    "search.pair_mode": {"threads", "sequential", "fused"},
     "strategy.exploration": {"gaussian", "ou"},
     "strategy.density": {"cosine", "dot"},
     "strategy.label_feature": {"log_freq", "log_freq_batch", "index"},

@@ -114,6 +114,7 @@ class Search:
         self.interrupted: InterruptedStage | None = None  # a stage a mid-stage checkpoint resumes
         self.preemption = Preemption(dist, cfg.stop_check_seconds, cfg.stop_check_iterations)
         self.skips_reported: dict[int, int] = {}
+        self.part_seconds: dict[str, float] = {}  # this stage's evaluate and learn times, for its row
         self.checkpoints = CheckpointStore(run_dir, dist.rank)
         results = logged_results(run_dir, "metrics.h5") if resumed_dir and dist.is_root else ""
         position, state = (load_agreed(self.checkpoints, dist, run_dir, results) if resumed_dir else None) or (None, None)
@@ -229,14 +230,14 @@ class Search:
         if not self.pair.train_steps(batches, progress, self.schedule.lr_at, action, self.features, self.preemption.poll):
             return self.checkpoint_mid_stage(episode, stage, action, progress)  # a stop agreed mid-stage
         stats = progress.stats()
-        accuracies = self.pair.evaluate(self.data.val)  # (acc_target, acc_reference) on the clean split
+        accuracies = self.timed("evaluate", self.pair.evaluate, self.data.val)  # (acc_target, acc_reference), clean split
         reward = self.reward(stage, *accuracies)  # r_T (Eq. 8-9)
         diverged = self.dist.any_flag(not (stats.finite and np.isfinite(reward)))  # all ranks end the episode
         next_scalars = self.state.smoothed(stats.loss_target, accuracies[0], self.cfg.search.smoothing)
         done = diverged or stage == self.cfg.search.stages - 1
         fdu = FduStats()
         if action is not None and not diverged:
-            fdu = self.learn(episode, stage, scalars, action, reward, next_scalars, done)
+            fdu = self.timed("learn", self.learn, episode, stage, scalars, action, reward, next_scalars, done)
         self.state.advance(stage, next_scalars, accuracies[0] - accuracies[1], done)
         if done and self.selection.candidate is not None:
             self.judge_candidate(episode, accuracies)
@@ -248,6 +249,13 @@ class Search:
         return StageOutcome.PREEMPTED if agreed_stop else StageOutcome.DIVERGED if diverged else StageOutcome.OK
 
     # --- the steps of a stage ------------------------------------------------------------------------
+    def timed(self, part: str, work, *args):
+        """work(*args); its wall-clock seconds go to this stage's row as `<part>_seconds`."""
+        started = time.perf_counter()
+        result = work(*args)
+        self.part_seconds[part] = time.perf_counter() - started
+        return result
+
     def begin_stage(self, episode: int, stage: int, scalars) -> tuple[np.ndarray | None, StageProgress]:
         """The stage's action and its training progress: fresh, or those of the stage a checkpoint interrupted."""
         if self.interrupted is not None:
@@ -304,7 +312,9 @@ class Search:
             l_smooth=self.state.l_smooth, acc_smooth=self.state.acc_smooth, fdu_minibatches=fdu.minibatches,
             critic_loss=fdu.critic_loss, actor_loss=fdu.actor_loss, checkpoint_seconds=0.0,
             action=np.zeros(ACTION_DIM) if action is None else action.astype(np.float64),
-            class_weight_mean=stats.class_weight_mean)
+            class_weight_mean=stats.class_weight_mean, train_seconds=stats.seconds,
+            weights_seconds=stats.weights_seconds, evaluate_seconds=self.part_seconds.pop("evaluate", 0.0),
+            learn_seconds=self.part_seconds.pop("learn", 0.0))
 
     def judge_candidate(self, episode: int, accuracies: tuple[float, float]) -> None:
         """End of an evaluation episode: the searchers' mean final validation accuracies decide whether its

@@ -14,7 +14,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.yaml"
 HOROVODRUN = str(Path(sys.executable).parent / "horovodrun")
-TIMING_COLUMNS = {"stage_seconds", "samples_per_second", "checkpoint_seconds"}
+TIMING_COLUMNS = {"stage_seconds", "samples_per_second", "checkpoint_seconds", "train_seconds", "weights_seconds",
+                  "evaluate_seconds", "learn_seconds"}
 
 
 def search_command(run_dir, ranks: int = 1, config=SMOKE, overrides=(), extra=(), controller="gloo") -> list[str]:

@@ -48,11 +48,19 @@ def test_set_overrides_with_types():
     ("strategy.action_scale=0", "strategy.action_scale"),
     ("strategy.action_scale=-2", "strategy.action_scale"),
     ("strategy.action_bound=sigmoid", "strategy.action_bound"),
+    ("search.pair_mode=stacked", "search.pair_mode"),
     ("train.epochs=3", "train.epochs"),  # one epoch count: optim.epochs
 ])
 def test_bad_overrides_name_the_key(assignment, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_config(None, [assignment])
+
+
+def test_every_pair_mode_is_a_valid_choice():
+    from law_hpc.engine.pair import PAIR_MODES
+
+    for mode in PAIR_MODES:
+        assert load_config(None, [f"search.pair_mode={mode}"]).search.pair_mode == mode
 
 
 def test_bad_yaml_files(tmp_path):

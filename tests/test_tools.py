@@ -69,3 +69,15 @@ def test_probe_policies_on_the_smoke_config(metrics, tmp_path):
     assert "Spearman(search reward sum, test accuracy)" in proc.stdout and (tmp_path / "probe.md").is_file()
     bad = tool("probe_policies.py", "--config", REPO / "configs" / "smoke.yaml", "--out", tmp_path, "--action", "lr=3")
     assert bad.returncode == 2 and "'lr' is not one of" in bad.stderr
+
+
+def test_bench_search_figures_and_table_from_a_search(metrics):
+    """The shares and ratios bench_search prints, from a real metrics.h5 (no timing is asserted)."""
+    sys.path.insert(0, str(TOOLS))
+    import bench_search
+
+    figures = bench_search.search_figures(metrics.parent)
+    assert figures["weighted"] > 0 and figures["warm-up"] > 0
+    assert 0 < sum(figures[share] for share in bench_search.SHARES) < 1  # training takes the rest
+    text = bench_search.table(2 * figures["weighted"], {("sequential", 1): figures, ("sequential", 2): figures}, [1, 2])
+    assert "| sequential | 1 |" in text and "| 1.000 |" in text and "| 1.00 |" in text

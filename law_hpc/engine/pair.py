@@ -3,8 +3,9 @@
 The target net is trained with the policy's weights, the reference net plainly, on IDENTICAL
 batches. Both start from the same initialisation (parameters, buffers, optimizer state), so with
 uniform weighting they stay bit-identical and any accuracy gap is the policy's doing.
-The two nets step sequentially, or concurrently in two threads (`pair_mode`); torch releases the
-GIL inside its kernels, so the threads overlap where the cores allow it.
+The two nets step sequentially, concurrently in two threads (torch releases the GIL inside its kernels, so
+the threads overlap where the cores allow it), or fused into one stacked forward and backward (engine/fused.py);
+a net that cannot be fused steps sequentially, with the reason printed (`pair_mode`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..data.types import EvalSet
 from ..law.features import item_features
 from ..law.policy import sample_weights, weighted_mean_loss
 from .evaluation import top1_accuracies
+from .fused import TARGET, REFERENCE, StackedNets, fusion_obstacle, repoint_optimizer
 from .schedule import set_lr
 
 
@@ -52,6 +54,8 @@ class StageStats:
     samples: int
     seconds: float
     finite: bool
+    weights_seconds: float = 0.0
+    """Of `seconds`: the target's item features, weights K_T and weighted loss (host time; asynchronous on CUDA)."""
 
     @property
     def samples_per_second(self) -> float:
@@ -63,7 +67,7 @@ class StageProgress:
     on the device (no host sync per iteration); `stats()` at the stage's end."""
 
     def __init__(self, steps: range, num_classes: int, device):
-        self.steps, self.done, self.samples, self.seconds = steps, 0, 0, 0.0
+        self.steps, self.done, self.samples, self.seconds, self.weights_seconds = steps, 0, 0, 0.0, 0.0
         zero = torch.zeros((), device=device, dtype=torch.float64)
         self.loss_target_sum, self.loss_reference_sum = zero.clone(), zero.clone()
         self.weight_sum, self.weight_sq_sum = zero.clone(), zero.clone()
@@ -86,7 +90,7 @@ class StageProgress:
         self.weight_sum += w.sum()
         self.weight_sq_sum += (w * w).sum()
         self.class_weight_sum.index_add_(0, labels, w)
-        self.class_count.index_add_(0, labels, torch.ones_like(w))
+        self.class_count += torch.bincount(labels, minlength=self.class_count.numel())
 
     def stats(self) -> StageStats:
         """The stage's per-sample means: both nets' losses, the target's weights K_T (mean, std, per class)."""
@@ -98,16 +102,19 @@ class StageProgress:
         loss_target_mean = float(self.loss_target_sum) / n
         loss_reference_mean = float(self.loss_reference_sum) / n
         return StageStats(loss_target_mean, loss_reference_mean, weight_mean, weight_var ** 0.5, class_mean,
-                          self.samples, self.seconds, bool(np.isfinite([loss_target_mean, loss_reference_mean]).all()))
+                          self.samples, self.seconds, bool(np.isfinite([loss_target_mean, loss_reference_mean]).all()),
+                          self.weights_seconds)
 
     _SUMS = ("loss_target_sum", "loss_reference_sum", "weight_sum", "weight_sq_sum", "class_weight_sum", "class_count")
 
     def state_dict(self) -> dict:
         return {"done": self.done, "samples": self.samples, "seconds": self.seconds,
+                "weights_seconds": self.weights_seconds,
                 **{name: getattr(self, name).cpu() for name in self._SUMS}}
 
     def load_state_dict(self, state: dict) -> None:
         self.done, self.samples, self.seconds = int(state["done"]), int(state["samples"]), float(state["seconds"])
+        self.weights_seconds = float(state.get("weights_seconds", 0.0))
         for name in self._SUMS:
             getattr(self, name).copy_(state[name])
 
@@ -135,16 +142,54 @@ def make_sgd(net: torch.nn.Module, lr: float, momentum: float, weight_decay: flo
     return torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+PAIR_MODES = ("sequential", "threads", "fused")
+_reported_fallbacks: set[str] = set()
+
+
 class ClassifierPair:
     """target_net + reference_net with their SGD optimizers, stepping on the same batches."""
 
     def __init__(self, target_net, reference_net, target_optimizer, reference_optimizer, mode: str = "sequential"):
-        if mode not in ("sequential", "threads"):
+        if mode not in PAIR_MODES:
             raise ValueError(f"unknown pair mode '{mode}'")
         self.target_net, self.reference_net = target_net, reference_net
         self.target_optimizer, self.reference_optimizer = target_optimizer, reference_optimizer
-        self.mode = mode
+        self.mode, self.fallback_reason = mode, ""
+        self.stacked: StackedNets | None = None
+        self.weights_seconds = 0.0  # host time in features, weights and the weighted loss, all stages
+        self._probed = False
+        if mode == "fused":
+            self._fuse()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference") if mode == "threads" else None
+
+    def _fuse(self) -> None:
+        """Stack the nets' state (engine/fused.py) and point their optimizers at the nets' new parameter views."""
+        obstacle = fusion_obstacle(self.target_net)
+        if obstacle:
+            return self._fall_back(obstacle)
+        old = [list(net.parameters()) for net in (self.target_net, self.reference_net)]
+        self.stacked = StackedNets(self.target_net, self.reference_net)
+        for optimizer, net, old_params in zip((self.target_optimizer, self.reference_optimizer),
+                                              (self.target_net, self.reference_net), old):
+            repoint_optimizer(optimizer, old_params, list(net.parameters()))
+
+    def _fall_back(self, reason: str) -> None:
+        """Step sequentially from now on; the reason is printed once per process."""
+        self.mode, self.fallback_reason, self.stacked = "sequential", reason, None
+        if reason not in _reported_fallbacks:
+            _reported_fallbacks.add(reason)
+            print(f"[law] NOTE: search.pair_mode=fused cannot fuse {type(self.target_net).__name__}; the pair steps "
+                  f"sequentially: {reason}", flush=True)
+
+    def _probe_fusion(self, images) -> None:
+        """Before the first fused step: stacked forwards on two images, in train mode on copies of the buffers (the
+        BatchNorm statistics are not touched) and in eval mode; whatever fails, the pair steps sequentially."""
+        self._probed = True
+        try:
+            with torch.no_grad():
+                self.stacked.probe(images[:2])
+        except Exception as err:  # noqa: BLE001 (whatever vmap rejects; the pair then works unfused)
+            self._fall_back(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 
     @classmethod
     def create(cls, model_factory: Callable[[], torch.nn.Module], init_seed: int, device, lr: float,
@@ -165,30 +210,52 @@ class ClassifierPair:
             self._executor = None
 
     # --- one iteration -----------------------------------------------------------------------------
-    @staticmethod
-    def _step_net(net, optimizer, images, labels, action, features: FeatureSettings):
+    def _loss_and_weights(self, logits, labels, per_sample_loss, action, features: FeatureSettings):
+        """The plain mean loss and weights 1 without an action; else K_T(f, theta_T) on features of the target's
+        own forward pass (Eq. 3, 6; no gradient) and the weighted loss (Eq. 7), their time kept."""
+        if action is None:
+            return per_sample_loss.mean(), torch.ones_like(per_sample_loss)
+        started = time.perf_counter()
+        f = item_features(logits, labels, features.log_class_freq, features.density, features.label_feature,
+                          features.feature_norm, per_sample_loss)
+        weights = sample_weights(f, action)
+        loss = weighted_mean_loss(per_sample_loss, weights, features.weight_norm)
+        self.weights_seconds += time.perf_counter() - started
+        return loss, weights
+
+    def _step_net(self, net, optimizer, images, labels, action, features: FeatureSettings):
         """One SGD step of `net`; weighted by K_T when `action` is given. Both nets run THIS code, so with
         no action the target and the reference compute bit-identical losses and updates."""
         net.train()
         logits = net(images)
         per_sample_loss = F.cross_entropy(logits, labels, reduction="none")
-        if action is None:
-            weights = torch.ones_like(per_sample_loss)
-            loss = per_sample_loss.mean()
-        else:
-            # K_T(f, theta_T) on features of the target's own forward pass (Eq. 3, 6), no gradient.
-            f = item_features(logits, labels, features.log_class_freq, features.density, features.label_feature,
-                              features.feature_norm)
-            weights = sample_weights(f, action)
-            loss = weighted_mean_loss(per_sample_loss, weights, features.weight_norm)  # Eq. 7
+        loss, weights = self._loss_and_weights(logits, labels, per_sample_loss, action, features)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return per_sample_loss.detach().mean(), weights.detach()
 
+    def _step_fused(self, images, labels, action, features: FeatureSettings):
+        """One SGD step of both nets from one stacked forward and backward; the same losses as `_step_net`."""
+        logits = self.stacked.forward(images, train=True)  # [2, B, C]
+        per_sample_loss = F.cross_entropy(logits.flatten(0, 1), labels.repeat(2), reduction="none").view(2, -1)
+        loss_reference = per_sample_loss[REFERENCE].mean()
+        loss_target, weights = self._loss_and_weights(logits[TARGET], labels, per_sample_loss[TARGET], action, features)
+        self.stacked.zero_grad()
+        (loss_target + loss_reference).backward()  # the nets share no parameter: each gets its own gradient
+        self.stacked.share_grads()
+        self.target_optimizer.step()
+        self.reference_optimizer.step()
+        losses = per_sample_loss.detach().mean(1)
+        return losses[TARGET], losses[REFERENCE], weights.detach()
+
     def step(self, images, labels, lr: float, action, features: FeatureSettings):
         """One SGD step of both nets on the same batch; returns (target loss, reference loss, weights)."""
         set_lr((self.target_optimizer, self.reference_optimizer), lr)
+        if self.stacked is not None and not self._probed:
+            self._probe_fusion(images)
+        if self.stacked is not None:
+            return self._step_fused(images, labels, action, features)
         reference = (self.reference_net, self.reference_optimizer, images, labels, None, features)
         target = (self.target_net, self.target_optimizer, images, labels, action, features)
         if self._executor is None:
@@ -213,7 +280,7 @@ class ClassifierPair:
         """The rest of a stage from where `progress` stands, adding to its sums; `stop()` is asked after every
         iteration. False when it said stop before the stage's last iteration (`progress` is then a mid-stage
         position that a checkpoint can hold), True when the stage is complete."""
-        started = time.perf_counter()
+        started, weights_seconds = time.perf_counter(), self.weights_seconds
         device = progress.class_count.device
         action_on_device = None if action is None else torch.as_tensor(action, dtype=torch.float32, device=device)
         try:
@@ -227,16 +294,23 @@ class ClassifierPair:
             return True
         finally:
             progress.seconds += time.perf_counter() - started
+            progress.weights_seconds += self.weights_seconds - weights_seconds
 
     def evaluate(self, eval_set: EvalSet) -> tuple[float, float]:
         """Top-1 accuracy (fraction) of the target and reference nets, in one pass over the clean batches."""
-        acc_target, acc_reference = top1_accuracies((self.target_net, self.reference_net), eval_set)
+        if self.stacked is not None:
+            acc_target, acc_reference = self.stacked.top1_accuracies(eval_set)
+        else:
+            acc_target, acc_reference = top1_accuracies((self.target_net, self.reference_net), eval_set)
         return acc_target, acc_reference
 
     def state_dict(self) -> dict:
+        """The sequential mode's format in every mode; fused nets' tensors are copied out of their stacks (saving
+        a view would save the whole stacked storage)."""
+        own = (lambda state: {key: value.clone() for key, value in state.items()}) if self.stacked else (lambda s: s)
         return {
-            "target_net": self.target_net.state_dict(),
-            "reference_net": self.reference_net.state_dict(),
+            "target_net": own(self.target_net.state_dict()),
+            "reference_net": own(self.reference_net.state_dict()),
             "target_optimizer": self.target_optimizer.state_dict(),
             "reference_optimizer": self.reference_optimizer.state_dict(),
         }

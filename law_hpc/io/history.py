@@ -51,7 +51,7 @@ class RowHistory:
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        names = [field.name for field in dataclasses.fields(self.row_type)]
+        names = [field.name for field in dataclasses.fields(self.row_type) if field.name in state]  # older: defaults
         self.rows = [self.row_type(**{name: state[name][i] if state[name].ndim > 1 else state[name][i].item()
                                       for name in names}) for i in range(len(state[_SKIPPED]))]
         self.skipped = [int(count) for count in state[_SKIPPED]]

@@ -59,6 +59,14 @@ class StageRow:
     """[ACTION_DIM] theta_T then b (zeros in warm-up stages): /stages/action."""
     class_weight_mean: np.ndarray
     """[C] mean weight per observed label: /class_weight_mean."""
+    train_seconds: float = 0.0
+    """Of stage_seconds: training the pair (both nets' steps, the target's features and weights included)."""
+    weights_seconds: float = 0.0
+    """Of train_seconds: the item features, weights K_T and weighted loss (host time; asynchronous on CUDA)."""
+    evaluate_seconds: float = 0.0
+    """Of stage_seconds: both nets' validation (one pass over the clean batches)."""
+    learn_seconds: float = 0.0
+    """Of stage_seconds: the strategy update (Full Data Update) with its gradient allreduce."""
 
 
 @dataclass

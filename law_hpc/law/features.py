@@ -71,15 +71,19 @@ def item_features(
     density: str = "cosine",
     label_feature: str = "log_freq",
     norm: str = "zscore",
+    per_sample_loss: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[B, 4] features of a batch from the target net's logits (no gradient), normalised per batch.
+    `per_sample_loss`: the cross-entropy of these logits if the caller has it already (not computed again).
 
     log_class_freq[c] = log(frequency of observed label c in the training set). The label feature:
     "log_freq" = log(C * freq), not normalised; "log_freq_batch" = the same, normalised with the batch;
     "index" = the raw class index, normalised with the batch.
     """
     logits = logits.detach().float()
-    per_sample_loss = F.cross_entropy(logits, labels, reduction="none")
+    if per_sample_loss is None:
+        per_sample_loss = F.cross_entropy(logits, labels, reduction="none")
+    per_sample_loss = per_sample_loss.detach().float()
     log_probs = F.log_softmax(logits, dim=1)
     entropy = -(log_probs.exp() * log_probs).sum(dim=1)
     dens = batch_density(logits, density)
