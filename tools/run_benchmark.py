@@ -36,7 +36,7 @@ SETTINGS = {
     "noisy": {"config": "fmnist_noisy.yaml", "overrides": [],
               "title": "small CNN, 40 % symmetric label noise", "searcher_episodes": 32},
     "longtail": {"config": "fmnist_longtail.yaml", "overrides": [],
-                 "title": "small CNN, clean labels, long-tailed classes (imbalance factor 100)", "searcher_episodes": 32},
+                 "title": "small CNN, clean labels, long-tailed classes (imbalance factor 100)", "searcher_episodes": 16},
 }
 TRANSFER = {"noisy": "noisy_mlp"}  # setting -> the setting whose searched policy it also trains with
 
