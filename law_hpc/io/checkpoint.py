@@ -49,7 +49,8 @@ def _digest(file: h5py.File) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside directory `path` durable (the file's own fsync does not cover its name)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -77,7 +78,7 @@ def save_checkpoint(directory: Path, position: tuple[int, int, int], arrays: dic
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, final)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except (OSError, RuntimeError) as err:  # h5py reports ENOSPC/EFBIG on close as RuntimeError
         temporary.unlink(missing_ok=True)
         raise OSError(f"writing checkpoint {final} failed ({err}); the previous checkpoint is intact") from err

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..law.policy import ACTION_DIM, ACTION_TERMS
+from .checkpoint import fsync_dir
 
 MAGIC = "law_hpc.metrics/1"
 STATUSES = ("running", "done", "failed", "preempted")
@@ -173,7 +174,7 @@ class MetricsLog:
             file.close()
             temporary.unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return log
 
     @property
@@ -212,14 +213,6 @@ class MetricsLog:
         if status is not None:
             self.set_status(status)
         self.file.close()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_metrics(path: str | Path) -> h5py.File:
