@@ -109,18 +109,19 @@ def test_srun_without_pmix_stops_every_task_with_one_line_and_writes_nothing(slu
 # The time limit itself: 1 minute, SIGUSR1 to the batch shell "10 s" before it. slurmctld checks time limits
 # every 30 s and sends the signal early (here, 22.05: once now + lead + 30 s reaches the end), so it comes
 # 20-50 s after the start (after the ranks' start-up), and the kill at the limit 30-60 s later. A
-# 2-stage episode of over a minute of training, the stop polled every second (stop_check_seconds=1): each
-# run of the job trains until the signal, checkpoints mid-stage, exits 75 and is requeued, until it is done.
+# 2-stage episode of a few minutes of training even on an idle machine (120 epochs took 15-30 s: too short,
+# the job could end before the signal), the stop polled every second (stop_check_seconds=1): each run of the
+# job trains until the signal, checkpoints mid-stage, exits 75 and is requeued, until it is done.
 TIME_LIMIT = ["--time=1", "--signal=B:USR1@10"]
-ONE_MINUTE = ["search.episodes=1", "search.stages=2", "search.warmup_stages=1", "optim.epochs=120",
+LONGER_THAN_THE_LIMIT = ["search.episodes=1", "search.stages=2", "search.warmup_stages=1", "optim.epochs=600",
               "optim.lr_decay_stages=[2]", "stop_check_seconds=1"]
 
 
 def test_job_at_its_time_limit_checkpoints_mid_stage_requeues_resumes_and_finishes(slurm_env, tmp_path):
     run_dir = tmp_path / "time-limited"
     started = time.time()
-    job_id = submit(slurm_env, run_dir, *[arg for key in ONE_MINUTE for arg in ("--set", key)], sbatch=TIME_LIMIT)
-    state = wait_for_end(slurm_env, job_id, timeout=600)
+    job_id = submit(slurm_env, run_dir, *[arg for key in LONGER_THAN_THE_LIMIT for arg in ("--set", key)], sbatch=TIME_LIMIT)
+    state = wait_for_end(slurm_env, job_id, timeout=1200)
     seconds = time.time() - started
     log = Path(f"{run_dir}.out").read_text()
     restarts = int(job_field(slurm_env, job_id, "Restarts"))
