@@ -113,8 +113,8 @@ def train(args, setting: str, row: str, method: str, seed: int, policy: Path | N
 
 
 def table(results: dict, search_cost: dict, rows: dict, args) -> str:
-    lines = ["Fashion-MNIST, 10,000 noisy training images, 20 epochs; test accuracy (%) at the final epoch, "
-             "mean ± std over seeds; best epoch beside it.", ""]
+    lines = ["Fashion-MNIST, a training subset of 10,000 images drawn per setting, 20 epochs; test accuracy (%) at "
+             "the final epoch, mean ± std over seeds; best epoch beside it.", ""]
     for setting in args.settings:
         lines += [f"**{SETTINGS[setting]['title']}** (`{setting}`)", "",
                   "| method | final epoch | best epoch | seeds | CPU-min |", "| --- | ---: | ---: | ---: | ---: |"]
