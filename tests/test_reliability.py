@@ -252,3 +252,25 @@ def test_kill9_of_one_rank_mid_epoch_of_the_test_phase_and_the_rerun_equals_unin
     print(f"[reliability] kill -9 of rank 1 of the 2-rank test phase (mwnet) in epoch {len(logged) + 1}: the job "
           f"ended {seconds:.2f} s later; the rerun resumed after epoch {match.group(1)} and train.h5 equals the "
           "uninterrupted run's")
+
+
+def test_a_second_job_on_a_running_jobs_run_dir_is_refused(tmp_path):
+    """Two jobs on one run directory would overwrite each other's checkpoints and logs: the second stops with one
+    line naming the holder and leaves the first alone, which then stops cleanly on a request."""
+    run_dir = tmp_path / "busy"
+    long_stages = [o for o in LONG if not o.startswith("optim.epochs")] + ["optim.epochs=800"]  # minutes a stage
+    first = start_job(search_command(run_dir, 2, overrides=long_stages))
+    wait_for_rows(first, run_dir / "metrics.h5", 2)
+    second = run_search(run_dir, ranks=2, overrides=long_stages)
+    output = second.stdout + second.stderr
+    errors = [line for line in output.splitlines() if "error: " in line]
+    # each rank prints the line, unless horovodrun stopped it first
+    assert second.returncode != 0 and "Exit code: 2" in output and 1 <= len(errors) <= 2, output[-3000:]
+    assert all("is in use by another job (pid" in line and "another --run-dir" in line for line in errors), errors
+    assert first.poll() is None, "the first job ended before the second was refused: make its stages longer"
+    kill_ranks(first, "all", signal.SIGUSR1)
+    assert first.returncode != 0, first.output[-3000:]
+    rows = read_stages(run_dir / "metrics.h5")
+    assert sorted(zip(rows["stage"], rows["rank"])) == [(0, 0), (0, 1)]  # the first job's rows, untouched
+    with h5py.File(run_dir / "metrics.h5", "r") as f:
+        assert f.attrs["status"] == b"preempted"

@@ -1,7 +1,10 @@
 """The run directory: config.yaml and run.json fix what a resume must match."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -23,12 +26,40 @@ def new_run_dir(base: str | Path = "runs", tag: str = "search") -> Path:
     return path
 
 
+_HELD_LOCKS: dict[Path, object] = {}  # run dir -> its open lock file, held until the process ends (even by kill -9)
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Hold an exclusive lock on run_dir/.lock for the rest of this process's life: two jobs on one run
+    directory would overwrite each other's checkpoints and logs. A file system without locks gets a warning."""
+    run_dir = run_dir.resolve()
+    if run_dir in _HELD_LOCKS:
+        return
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunDirError(f"{run_dir} is in use by another job ({holder}); wait for it to end, or use another "
+                          "--run-dir") from None
+    except OSError as err:  # e.g. ENOLCK on a file system without locks
+        print(f"[law] WARNING: cannot lock {run_dir} ({err}); make sure no other job uses it", flush=True)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    _HELD_LOCKS[run_dir] = handle
+
+
 def prepare_run_dir(run_dir: Path, config_yaml: str, world_size: int, force: bool = False) -> bool:
-    """Create or check `run_dir`. Returns True when it already held a run (a resume).
+    """Create, lock (`lock_run_dir`) and check `run_dir`. Returns True when it already held a run (a resume).
 
     A different config or world size is a RunDirError unless `force` (then the new config is kept).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(run_dir)
     config_path, info_path = run_dir / "config.yaml", run_dir / "run.json"
     existed = config_path.is_file()
     if existed and not force:
