@@ -31,11 +31,11 @@ PYTHON = sys.executable
 HOROVODRUN = str(Path(PYTHON).parent / "horovodrun")
 METHODS = ["uniform", "focal", "class_balanced", "self_paced", "coteaching", "l2rw", "mwnet", "law", "oracle"]
 SETTINGS = {
-    "noisy_mlp": {"config": "fmnist_noisy_mlp.yaml", "overrides": [],
+    "noisy_mlp": {"config": "fmnist_noisy_mlp.yaml",
                   "title": "MLP, 40 % symmetric label noise (memorising)", "searcher_episodes": 80},
-    "noisy": {"config": "fmnist_noisy.yaml", "overrides": [],
+    "noisy": {"config": "fmnist_noisy.yaml",
               "title": "small CNN, 40 % symmetric label noise", "searcher_episodes": 32},
-    "longtail": {"config": "fmnist_longtail.yaml", "overrides": [],
+    "longtail": {"config": "fmnist_longtail.yaml",
                  "title": "small CNN, clean labels, long-tailed classes (imbalance factor 100)", "searcher_episodes": 16},
 }
 TRANSFER = {"noisy": "noisy_mlp"}  # setting -> the setting whose searched policy it also trains with
@@ -72,9 +72,8 @@ def run_logged(cmd: list[str], log: Path) -> float:
 
 
 def config_args(setting: str, extra: list[str]) -> list[str]:
-    spec = SETTINGS[setting]
-    overrides = spec["overrides"] + ["threads_per_rank=1"] + extra
-    return ["--config", str(REPO / "configs" / spec["config"])] + [x for o in overrides for x in ("--set", o)]
+    overrides = ["threads_per_rank=1"] + extra  # each setting is its config file, unchanged
+    return ["--config", str(REPO / "configs" / SETTINGS[setting]["config"])] + [x for o in overrides for x in ("--set", o)]
 
 
 def search(args, setting: str, ranks: int, out: Path) -> tuple[Path, float]:
