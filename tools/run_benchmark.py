@@ -51,6 +51,9 @@ def parse_args(argv=None):
                         help="episodes x searchers of each LAW search (0 = the setting's default)")
     parser.add_argument("--search-ranks", nargs="+", type=int, default=[2],
                         help="N_a of the LAW searches: one law row per value (horovodrun -np)")
+    parser.add_argument("--gloo", action="store_true",
+                        help="searches use Horovod's Gloo controller (it sleeps while waiting; MPI spins, which "
+                             "costs dearly with more ranks than cores)")
     parser.add_argument("--jobs", type=int, default=2, help="trainings run side by side (1 thread each)")
     parser.add_argument("--table", default="results.md", help="the markdown table's file name in --out")
     parser.add_argument("--report", action="store_true",
@@ -86,6 +89,7 @@ def search(args, setting: str, ranks: int, out: Path) -> tuple[Path, float]:
     if not cost_file.exists():
         episodes = max(1, total // ranks)
         launcher = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}"] if ranks > 1 else []
+        launcher += ["--gloo"] if launcher and args.gloo else []
         cmd = launcher + [PYTHON, "-m", "law_hpc.search", "--run-dir", str(run_dir)] + config_args(
             setting, [f"search.episodes={episodes}"] + args.set)
         run_dir.parent.mkdir(parents=True, exist_ok=True)
