@@ -19,7 +19,7 @@ test: setup
 # what more searchers buy for the same searcher-episodes (N_a = 1, 2, 4 on noisy_mlp). Hours on 2 cores.
 bench: setup
 	$(PY) tools/run_benchmark.py --out runs/benchmark
-	$(PY) tools/run_benchmark.py --out runs/benchmark --settings noisy_mlp --methods law --search-ranks 2 1 4 \
+	$(PY) tools/run_benchmark.py --out runs/benchmark --settings noisy_mlp --methods law --search-ranks 2 1 4 --gloo \
 		--table searchers.md
 
 clean-runs:
