@@ -18,7 +18,7 @@ def run_benchmark(out, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
-def law_rows(table: str) -> dict:
+def table_rows(table: str) -> dict:
     return {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
 
 
@@ -29,7 +29,7 @@ def test_run_benchmark_searches_trains_resumes_and_reports(tmp_path):
     assert "2 searcher(s) on cpu (gloo)" in search_log  # --gloo reached horovodrun
     assert (tmp_path / "noisy_mlp" / "search-np2" / "policy.h5").is_file()
     table = (tmp_path / "results.md").read_text()
-    rows = law_rows(table)
+    rows = table_rows(table)
     assert {"uniform", "law"} <= set(rows) and rows["law"].count("|") == 6
     accuracy = float(rows["law"].split("|")[2].split("±")[0])
     assert 10.0 < accuracy <= 100.0  # a percentage of a trained network, not a fraction
@@ -40,4 +40,4 @@ def test_run_benchmark_searches_trains_resumes_and_reports(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.npy")} == finished  # nothing rerun
 
     report = run_benchmark(tmp_path, "--report", "--table", "report.md")
-    assert report.returncode == 0 and law_rows((tmp_path / "report.md").read_text()) == rows
+    assert report.returncode == 0 and table_rows((tmp_path / "report.md").read_text()) == rows

@@ -76,7 +76,8 @@ def run_logged(cmd: list[str], log: Path) -> float:
 
 def config_args(setting: str, extra: list[str]) -> list[str]:
     overrides = ["threads_per_rank=1"] + extra  # each setting is its config file, unchanged
-    return ["--config", str(REPO / "configs" / SETTINGS[setting]["config"])] + [x for o in overrides for x in ("--set", o)]
+    config = REPO / "configs" / SETTINGS[setting]["config"]
+    return ["--config", str(config)] + [x for o in overrides for x in ("--set", o)]
 
 
 def search(args, setting: str, ranks: int, out: Path) -> tuple[Path, float]:
