@@ -13,6 +13,9 @@
 #   LAW_VENV      virtual environment to activate (default: $LAW_HPC_ROOT/.venv); or load your modules
 #   RUN_DIR       run directory (default: runs/<job name>-<job id>, stable across requeues)
 #   LAW_SRUN_MPI  srun --mpi plugin (default pmix; Debian/Ubuntu Open MPI supports PMIx only)
+#   LAW_GPUS_PER_TASK GPUs bound to each rank when the job has GPUs (default 1; 0: every rank sees every GPU)
+# and the #SBATCH lines of each script: --cpus-per-task (passed on to srun: since Slurm 22.05 srun does not
+# inherit it), --gpus-per-node (= --ntasks-per-node; 0 on a CPU-only node), --mem-per-cpu, --time.
 set -uo pipefail
 
 EXIT_PREEMPTED=75
@@ -28,13 +31,22 @@ fi
 
 # Shared parallel file systems (Lustre, GPFS, NFS) often lack the POSIX locks HDF5 uses by default.
 export HDF5_USE_FILE_LOCKING=FALSE
-# One rank per GPU: each rank picks cuda:(local rank % GPUs it sees); torch threads per rank follow OMP_NUM_THREADS.
+# torch threads per rank follow OMP_NUM_THREADS: the cores srun binds each task to (below).
 export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
 RUN_DIR="${RUN_DIR:-runs/${LAW_RUN_NAME}-${SLURM_JOB_ID:-local}}"
 mkdir -p "$(dirname "$RUN_DIR")"
 
 echo "law_hpc: job ${SLURM_JOB_ID:-?} restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
      "${SLURM_NTASKS:-1} ranks, run dir $RUN_DIR"
+
+law_srun=(srun --mpi="${LAW_SRUN_MPI:-pmix}" --kill-on-bad-exit=1)
+# Each task gets (and is bound to) the cores the job asked per task, not one core.
+[ -n "${SLURM_CPUS_PER_TASK:-}" ] && law_srun+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
+# One GPU per task, bound: each rank sees only its own (CUDA_VISIBLE_DEVICES) and uses cuda:0.
+law_gpus="${LAW_GPUS_PER_TASK:-1}"
+if [ "$law_gpus" != 0 ] && { [ "${SLURM_GPUS_ON_NODE:-0}" != 0 ] || [ -n "${SLURM_JOB_GPUS:-}" ]; }; then
+  law_srun+=(--gpus-per-task="$law_gpus")
+fi
 
 law_srun_pid=""
 law_forward() {  # pass the signal on to the ranks; srun relays USR1/TERM to every task
@@ -44,8 +56,7 @@ law_forward() {  # pass the signal on to the ranks; srun relays USR1/TERM to eve
 trap 'law_forward USR1' USR1
 trap 'law_forward TERM' TERM
 
-srun --mpi="${LAW_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 \
-  python -m "$LAW_MODULE" --config "$LAW_CONFIG" --run-dir "$RUN_DIR" "$@" &
+"${law_srun[@]}" python -m "$LAW_MODULE" --config "$LAW_CONFIG" --run-dir "$RUN_DIR" "$@" &
 law_srun_pid=$!
 # `wait` returns early when a trapped signal arrives: keep waiting until srun itself has ended.
 while true; do

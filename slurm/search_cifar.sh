@@ -2,12 +2,14 @@
 # LAW search on CIFAR-10 (40 % symmetric noise, ResNet-18; paper Sec. 4), one searcher per GPU.
 #   sbatch slurm/search_cifar.sh [--set data.root=/path/to/cifar-10-batches-py ...]
 #   LAW_CONFIG=configs/cifar100_noisy_wrn28_10.yaml sbatch slurm/search_cifar.sh
-# Sites change: partition/account, --gpus-per-node = --ntasks-per-node, --cpus-per-task, --time.
+# Sites change: partition/account, --gpus-per-node = --ntasks-per-node (one GPU bound per rank),
+# --cpus-per-task (cores bound per rank), --mem-per-cpu, --time; more knobs in slurm/common.sh.
 #SBATCH --job-name=law-search-cifar
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=4
 #SBATCH --gpus-per-node=4
 #SBATCH --cpus-per-task=8
+#SBATCH --mem-per-cpu=4G
 #SBATCH --time=24:00:00
 #SBATCH --requeue
 #SBATCH --signal=B:USR1@600
