@@ -14,6 +14,7 @@
 #   RUN_DIR       run directory (default: runs/<job name>-<job id>, stable across requeues)
 #   LAW_SRUN_MPI  srun --mpi plugin (default pmix; Debian/Ubuntu Open MPI supports PMIx only)
 #   LAW_GPUS_PER_TASK GPUs bound to each rank when the job has GPUs (default 1; 0: every rank sees every GPU)
+#   LAW_SRUN_WAIT seconds the other ranks get to finish once one has ended (default 30; then srun ends them)
 # and the #SBATCH lines of each script: --cpus-per-task (passed on to srun: since Slurm 22.05 srun does not
 # inherit it), --gpus-per-node (= --ntasks-per-node; 0 on a CPU-only node), --mem-per-cpu, --time.
 set -uo pipefail
@@ -39,7 +40,10 @@ mkdir -p "$(dirname "$RUN_DIR")"
 echo "law_hpc: job ${SLURM_JOB_ID:-?} restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
      "${SLURM_NTASKS:-1} ranks, run dir $RUN_DIR"
 
-law_srun=(srun --mpi="${LAW_SRUN_MPI:-pmix}" --kill-on-bad-exit=1)
+# Not --kill-on-bad-exit: a rank exiting 75 first would get the others killed while they still close their
+# files (the job then ends 143, not 75, and is not requeued). Instead, LAW_SRUN_WAIT s after the first rank
+# ends srun ends the rest: ranks left waiting in a collective for a crashed one stop within that time.
+law_srun=(srun --mpi="${LAW_SRUN_MPI:-pmix}" --kill-on-bad-exit=0 --wait="${LAW_SRUN_WAIT:-30}")
 # Each task gets (and is bound to) the cores the job asked per task, not one core.
 [ -n "${SLURM_CPUS_PER_TASK:-}" ] && law_srun+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
 # One GPU per task, bound: each rank sees only its own (CUDA_VISIBLE_DEVICES) and uses cuda:0.
