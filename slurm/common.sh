@@ -1,20 +1,26 @@
 # Shared body of the law_hpc batch scripts: sourced by slurm/*.sh after their #SBATCH header.
 # The caller sets LAW_MODULE (law_hpc.search | law_hpc.train), LAW_CONFIG and LAW_RUN_NAME.
 #
-# Preemption and time limits: Slurm sends SIGUSR1 to this batch shell (--signal=B:USR1@secs) or
-# SIGTERM (scancel, scontrol requeue, preemption). We forward it to every rank; the ranks agree within
-# about stop_check_seconds of training (default 60; mid-stage if need be), checkpoint and exit 75; we
-# then requeue the job. The requeued job keeps its job id, so it finds the same run directory and resumes
-# from the last complete checkpoint. The --signal lead time must cover stop_check_seconds, one iteration
-# and writing the checkpoint (Slurm may send the signal up to a minute early, never late).
+# Stops. The ranks checkpoint (within about stop_check_seconds of training, default 60; mid-stage if need
+# be) and exit 75 on SIGUSR1 or SIGTERM. What happens next depends on what the batch shell was sent:
+#   SIGUSR1: the time limit (--signal=B:USR1@secs) or preemption (SlurmctldParameters=preempt_send_user_signal
+#            with the partition's GraceTime): the job is requeued (same job id, same run directory) and
+#            resumes from the checkpoint.
+#   SIGTERM: scancel (or Slurm ending the job itself): the job ends, not requeued; the run directory keeps
+#            the checkpoint (submit again with RUN_DIR=<it> to continue).
+# A site whose preemption sends SIGTERM without the user signal gets no requeue from us (PreemptMode=REQUEUE
+# requeues on its own). The --signal lead time must cover stop_check_seconds, one iteration and writing the
+# checkpoint (Slurm may send the signal up to a minute early, never late). A node failure: Slurm cancels
+# the job and, as the scripts ask for --requeue, requeues it; the ranks resume from the last checkpoint
+# every rank holds.
 #
 # Site knobs (environment variables, all optional):
-#   LAW_HPC_ROOT  repository checkout (default: the directory sbatch was called from)
-#   LAW_VENV      virtual environment to activate (default: $LAW_HPC_ROOT/.venv); or load your modules
-#   RUN_DIR       run directory (default: runs/<job name>-<job id>, stable across requeues)
-#   LAW_SRUN_MPI  srun --mpi plugin (default pmix; Debian/Ubuntu Open MPI supports PMIx only)
+#   LAW_HPC_ROOT      repository checkout (default: the directory sbatch was called from)
+#   LAW_VENV          virtual environment to activate (default: $LAW_HPC_ROOT/.venv); or load your modules
+#   RUN_DIR           run directory (default: runs/<job name>-<job id>, stable across requeues)
+#   LAW_SRUN_MPI      srun --mpi plugin (default pmix; Debian/Ubuntu Open MPI supports PMIx only)
 #   LAW_GPUS_PER_TASK GPUs bound to each rank when the job has GPUs (default 1; 0: every rank sees every GPU)
-#   LAW_SRUN_WAIT seconds the other ranks get to finish once one has ended (default 30; then srun ends them)
+#   LAW_SRUN_WAIT     seconds the other ranks get to finish once one has ended (default 30; then srun ends them)
 # and the #SBATCH lines of each script: --cpus-per-task (passed on to srun: since Slurm 22.05 srun does not
 # inherit it), --gpus-per-node (= --ntasks-per-node; 0 on a CPU-only node), --mem-per-cpu, --time.
 set -uo pipefail
@@ -36,8 +42,9 @@ export HDF5_USE_FILE_LOCKING=FALSE
 export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
 RUN_DIR="${RUN_DIR:-runs/${LAW_RUN_NAME}-${SLURM_JOB_ID:-local}}"
 mkdir -p "$(dirname "$RUN_DIR")"
+law_restarts="${SLURM_RESTART_COUNT:-0}"
 
-echo "law_hpc: job ${SLURM_JOB_ID:-?} restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
+echo "law_hpc: job ${SLURM_JOB_ID:-?} restart $law_restarts on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
      "${SLURM_NTASKS:-1} ranks, run dir $RUN_DIR"
 
 # Not --kill-on-bad-exit: a rank exiting 75 first would get the others killed while they still close their
@@ -53,15 +60,21 @@ if [ "$law_gpus" != 0 ] && { [ "${SLURM_GPUS_ON_NODE:-0}" != 0 ] || [ -n "${SLUR
 fi
 
 law_srun_pid=""
-law_forward() {  # pass the signal on to the ranks; srun relays USR1/TERM to every task
-  echo "law_hpc: got SIG$1, asking the ranks to checkpoint (within stop_check_seconds of training)" >&2
-  [ -n "$law_srun_pid" ] && kill -s "$1" "$law_srun_pid" 2>/dev/null
+law_stop=""  # USR1 (requeue) or TERM (stop for good), as the batch shell was sent; TERM wins
+law_forward() {
+  if [ "$1" = TERM ] || [ -z "$law_stop" ]; then law_stop="$1"; fi
+  echo "law_hpc: $(date "+%F %T") got SIG$1, asking the ranks to checkpoint (within stop_check_seconds of training)" >&2
+  # USR1 in both cases: srun relays it to every task, whereas a SIGTERM to srun makes it SIGKILL them.
+  [ -n "$law_srun_pid" ] && kill -s USR1 "$law_srun_pid" 2>/dev/null
 }
 trap 'law_forward USR1' USR1
 trap 'law_forward TERM' TERM
 
 "${law_srun[@]}" python -m "$LAW_MODULE" --config "$LAW_CONFIG" --run-dir "$RUN_DIR" "$@" &
 law_srun_pid=$!
+if [ -n "$law_stop" ]; then  # the signal came before srun existed: pass it on once srun has its handlers
+  sleep 2 && kill -s USR1 "$law_srun_pid" 2>/dev/null
+fi
 # `wait` returns early when a trapped signal arrives: keep waiting until srun itself has ended.
 while true; do
   wait "$law_srun_pid"
@@ -70,8 +83,14 @@ while true; do
 done
 
 if [ "$status" -eq "$EXIT_PREEMPTED" ]; then
+  law_state="$(scontrol show job "${SLURM_JOB_ID:-}" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)"
+  if [ "$law_stop" = TERM ] || [ "$law_state" = CANCELLED ]; then
+    echo "law_hpc: stopped by SIGTERM (scancel): checkpointed in $RUN_DIR; not requeued" \
+         "(submit again with RUN_DIR=$RUN_DIR to continue)" >&2
+    exit "$status"
+  fi
   echo "law_hpc: checkpointed in $RUN_DIR; requeueing job $SLURM_JOB_ID" >&2
-  scontrol requeue "$SLURM_JOB_ID"
-  exit 0
+  scontrol requeue "$SLURM_JOB_ID" && exit 0
+  echo "law_hpc: scontrol requeue failed; the checkpoint is in $RUN_DIR (submit again with RUN_DIR=$RUN_DIR to continue)" >&2
 fi
 exit "$status"
