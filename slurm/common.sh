@@ -5,7 +5,7 @@
 # be) and exit 75 on SIGUSR1 or SIGTERM. What happens next depends on what the batch shell was sent:
 #   SIGUSR1: the time limit (--signal=B:USR1@secs) or preemption (SlurmctldParameters=preempt_send_user_signal
 #            with the partition's GraceTime): the job is requeued (same job id, same run directory) and
-#            resumes from the checkpoint.
+#            resumes from the checkpoint, up to LAW_MAX_REQUEUES times.
 #   SIGTERM: scancel (or Slurm ending the job itself): the job ends, not requeued; the run directory keeps
 #            the checkpoint (submit again with RUN_DIR=<it> to continue).
 # A site whose preemption sends SIGTERM without the user signal gets no requeue from us (PreemptMode=REQUEUE
@@ -19,6 +19,7 @@
 #   LAW_VENV          virtual environment to activate (default: $LAW_HPC_ROOT/.venv); or load your modules
 #   RUN_DIR           run directory (default: runs/<job name>-<job id>, stable across requeues)
 #   LAW_SRUN_MPI      srun --mpi plugin (default pmix; Debian/Ubuntu Open MPI supports PMIx only)
+#   LAW_MAX_REQUEUES  requeues after which the job fails instead (default 20; counted by SLURM_RESTART_COUNT)
 #   LAW_GPUS_PER_TASK GPUs bound to each rank when the job has GPUs (default 1; 0: every rank sees every GPU)
 #   LAW_SRUN_WAIT     seconds the other ranks get to finish once one has ended (default 30; then srun ends them)
 # and the #SBATCH lines of each script: --cpus-per-task (passed on to srun: since Slurm 22.05 srun does not
@@ -42,10 +43,17 @@ export HDF5_USE_FILE_LOCKING=FALSE
 export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
 RUN_DIR="${RUN_DIR:-runs/${LAW_RUN_NAME}-${SLURM_JOB_ID:-local}}"
 mkdir -p "$(dirname "$RUN_DIR")"
+LAW_MAX_REQUEUES="${LAW_MAX_REQUEUES:-20}"
 law_restarts="${SLURM_RESTART_COUNT:-0}"
 
 echo "law_hpc: job ${SLURM_JOB_ID:-?} restart $law_restarts on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
      "${SLURM_NTASKS:-1} ranks, run dir $RUN_DIR"
+# Slurm requeues on its own too (node failure, PreemptMode=REQUEUE): the cap holds for those as well.
+if [ "$law_restarts" -gt "$LAW_MAX_REQUEUES" ]; then
+  echo "law_hpc: job ${SLURM_JOB_ID:-?} failed: requeued $law_restarts times, more than LAW_MAX_REQUEUES=$LAW_MAX_REQUEUES;" \
+       "its checkpoint is in $RUN_DIR (submit again with RUN_DIR=$RUN_DIR to continue)" >&2
+  exit 1
+fi
 
 # Not --kill-on-bad-exit: a rank exiting 75 first would get the others killed while they still close their
 # files (the job then ends 143, not 75, and is not requeued). Instead, LAW_SRUN_WAIT s after the first rank
@@ -87,6 +95,11 @@ if [ "$status" -eq "$EXIT_PREEMPTED" ]; then
   if [ "$law_stop" = TERM ] || [ "$law_state" = CANCELLED ]; then
     echo "law_hpc: stopped by SIGTERM (scancel): checkpointed in $RUN_DIR; not requeued" \
          "(submit again with RUN_DIR=$RUN_DIR to continue)" >&2
+    exit "$status"
+  fi
+  if [ "$law_restarts" -ge "$LAW_MAX_REQUEUES" ]; then
+    echo "law_hpc: job $SLURM_JOB_ID failed: checkpointed in $RUN_DIR but not requeued, as it was requeued" \
+         "$law_restarts times already (LAW_MAX_REQUEUES=$LAW_MAX_REQUEUES); submit again with RUN_DIR=$RUN_DIR to continue" >&2
     exit "$status"
   fi
   echo "law_hpc: checkpointed in $RUN_DIR; requeueing job $SLURM_JOB_ID" >&2
