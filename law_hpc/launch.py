@@ -7,6 +7,7 @@ code 2 before training starts, so no rank waits forever in a collective.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -116,3 +117,8 @@ def run_job(args, cfg, tag: str, build) -> int:
         if job is not None:
             job.close(status)
         dist.shutdown()
+        # From here the process only exits, and while Python finalizes it restores the default action (death)
+        # of the signals it handled: a stop request now (the time limit's USR1 as a done job ends) would turn
+        # its exit code into -10. Ignored signals stay ignored.
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)

@@ -145,3 +145,26 @@ def test_help_lists_every_config_key_with_default_and_docstring(module):
     for key, default, doc in describe_keys():
         assert doc, f"config key {key} has no docstring"
         assert f"{key} = {default}" in text and " ".join(doc.split()) in text, key
+
+
+# --- a stop request as a finished job exits --------------------------------------------------------------------
+def test_a_stop_request_while_a_done_job_exits_leaves_its_exit_code_alone(tmp_path):
+    """The time limit's USR1 may reach ranks that are done and exiting; Python, finalizing, restores the default
+    action of the signals it handled, so such a rank died with -10 (and srun then failed the finished job)."""
+    import signal
+    import time
+    cmd = [sys.executable, "-m", "law_hpc.search", "--config", str(SMOKE), "--run-dir", str(tmp_path / "run"),
+           "--set", "search.episodes=1", "--set", "search.stages=1", "--set", "search.warmup_stages=0",
+           "--set", "optim.epochs=1", "--set", "optim.lr_decay_stages=[1]"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env=clean_env())
+    for line in proc.stdout:
+        if "episode 1 done" in line:  # from here on the job only closes its files and exits
+            break
+    sent = 0
+    while proc.poll() is None:
+        proc.send_signal(signal.SIGUSR1)
+        sent += 1
+        time.sleep(0.02)
+    rest = proc.stdout.read()
+    assert sent > 0 and proc.returncode == 0, (sent, proc.returncode, rest[-2000:])
