@@ -46,7 +46,7 @@ mkdir -p "$(dirname "$RUN_DIR")"
 LAW_MAX_REQUEUES="${LAW_MAX_REQUEUES:-20}"
 law_restarts="${SLURM_RESTART_COUNT:-0}"
 
-echo "law_hpc: job ${SLURM_JOB_ID:-?} restart $law_restarts on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
+echo "law_hpc: $(date "+%F %T") job ${SLURM_JOB_ID:-?} restart $law_restarts on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
      "${SLURM_NTASKS:-1} ranks, run dir $RUN_DIR"
 # Slurm requeues on its own too (node failure, PreemptMode=REQUEUE): the cap holds for those as well.
 if [ "$law_restarts" -gt "$LAW_MAX_REQUEUES" ]; then

@@ -1,9 +1,9 @@
-"""slurm/search_fmnist.sh on a real one-node Slurm cluster: sbatch, preemption, requeue, exact resume.
+"""slurm/search_fmnist.sh on a real one-node Slurm cluster: sbatch, CPU and GPU binding, preemption, requeue,
+exact resume, scancel, the requeue cap.
 
-The cluster is started by tools/slurm_local.sh (root and apt needed). Where it cannot start, the tests
-are skipped with the reason, which `pytest -ra` prints.
+The cluster is started by tools/slurm_local.sh (root and apt needed), with 2 cores and 2 stand-in GPUs. Where it
+cannot start, the tests are skipped with the reason, which `pytest -ra` prints.
 """
-import os
 import re
 import subprocess
 import time
@@ -13,52 +13,29 @@ import h5py
 import numpy as np
 import pytest
 
+from law_hpc.io.checkpoint import checkpoint_dir, complete_positions
 from law_hpc.io.metrics import read_stages
-from search_helpers import REPO, SMOKE, assert_same_results, metrics_rows
-
-JOB_TIMEOUT = 300
+from search_helpers import assert_same_results, metrics_rows
+from slurm_helpers import (JOB_TIMEOUT, job_field, rank_processes, sbatch, start_cluster, wait_for_end,
+                           wait_while_running)
 
 
 @pytest.fixture(scope="module")
 def slurm_env():
-    try:
-        proc = subprocess.run(["bash", str(REPO / "tools" / "slurm_local.sh"), "start"], capture_output=True,
-                              text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        pytest.skip(f"cannot start a local Slurm cluster: {err}")
-    if proc.returncode != 0:
-        pytest.skip(f"cannot start a local Slurm cluster: {proc.stderr.strip()[-500:]}")
-    conf = proc.stdout.strip().rsplit("=", 1)[-1]
-    return {**os.environ, "SLURM_CONF": conf, "LAW_CONFIG": str(SMOKE)}
+    return start_cluster("--gpus", "2")
 
 
-def submit(env, run_dir: Path, *extra, sbatch=()) -> str:
-    """sbatch the shipped script from the repository root (`sbatch`: options for sbatch, `extra`: for the
+def submit(env, run_dir: Path, *extra, sbatch_options=()) -> str:
+    """sbatch the shipped script from the repository root (`sbatch_options`: for sbatch, `extra`: for the
     search); CPU node: no GPUs requested."""
-    proc = subprocess.run(["sbatch", "--parsable", "--gpus-per-node=0", f"--output={run_dir}.out", *sbatch,
-                           "slurm/search_fmnist.sh", *extra], env={**env, "RUN_DIR": str(run_dir)}, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip().split(";")[0]
+    return sbatch(env, "slurm/search_fmnist.sh", run_dir, *extra, options=["--gpus-per-node=0", *sbatch_options])
 
 
-def job_field(env, job_id: str, key: str) -> str:
-    out = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
-    for token in out.split():
-        if token.startswith(f"{key}="):
-            return token.split("=", 1)[1]
-    return ""
-
-
-def wait_for_end(env, job_id: str, timeout: float = JOB_TIMEOUT) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        state = job_field(env, job_id, "JobState")
-        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
-            return state
-        time.sleep(1)
-    subprocess.run(["scancel", job_id], env=env)
-    raise AssertionError(f"job {job_id} did not end within {timeout} s")
+def wait_for_rows(env, job_id: str, run_dir: Path, rows: int) -> None:
+    deadline = time.time() + JOB_TIMEOUT
+    while metrics_rows(run_dir / "metrics.h5") < rows:
+        assert time.time() < deadline and job_field(env, job_id, "JobState") in ("PENDING", "RUNNING")
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +56,7 @@ def test_sbatch_runs_the_search_with_one_rank_per_task(uninterrupted):
 def test_preempted_job_requeues_resumes_and_equals_uninterrupted(slurm_env, uninterrupted, tmp_path):
     run_dir = tmp_path / "preempted"
     job_id = submit(slurm_env, run_dir)
-    deadline = time.time() + JOB_TIMEOUT
-    while metrics_rows(run_dir / "metrics.h5") < 4:  # mid-run: episode 1, stage 2 written by both ranks
-        assert time.time() < deadline and job_field(slurm_env, job_id, "JobState") in ("PENDING", "RUNNING")
-        time.sleep(0.2)
+    wait_for_rows(slurm_env, job_id, run_dir, 4)  # mid-run: episode 1, stage 2 written by both ranks
     # what --signal=B:USR1@secs does before the time limit, sent now
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm_env, check=True)
     state = wait_for_end(slurm_env, job_id)
@@ -106,6 +80,76 @@ def test_srun_without_pmix_stops_every_task_with_one_line_and_writes_nothing(slu
     assert not run_dir.exists()
 
 
+def bindings(job_id: str, ranks: int) -> list[tuple[list[int], str, str]]:
+    """(cores, CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS) of each rank of a running job, read from its process."""
+    found = []
+    for proc in rank_processes(job_id, count=ranks):
+        env = proc.environ()
+        found.append((sorted(proc.cpu_affinity()), env.get("CUDA_VISIBLE_DEVICES", ""), env.get("OMP_NUM_THREADS", "")))
+    return found
+
+
+def test_each_rank_is_bound_to_the_cores_it_was_given_and_to_one_gpu(slurm_env, tmp_path):
+    """srun gets --cpus-per-task (since Slurm 22.05 it does not inherit sbatch's) and --gpus-per-task=1. The
+    cluster binds tasks to cores by default, as sites do; without srun --cpus-per-task a rank of 2 cores was
+    bound to one while OMP_NUM_THREADS said 2, and each rank saw both GPUs."""
+    cpu = ["--set", "allow_cpu=true"]  # the GPUs are stand-ins: law_hpc runs on the CPU
+    jobs = [sbatch(slurm_env, "slurm/search_fmnist.sh", tmp_path / "two-ranks", *cpu),  # as shipped: 1 core, 1 GPU each
+            sbatch(slurm_env, "slurm/search_fmnist.sh", tmp_path / "one-rank", *cpu,
+                   options=["--ntasks-per-node=1", "--cpus-per-task=2", "--gpus-per-node=1"])]
+    try:
+        two, one = bindings(jobs[0], 2), None
+        subprocess.run(["scancel", jobs[0]], env=slurm_env)  # seen: no need to let them finish
+        one = bindings(jobs[1], 1)
+    finally:
+        subprocess.run(["scancel", *jobs], env=slurm_env)
+        for job_id in jobs:
+            wait_for_end(slurm_env, job_id)
+    assert len(two) == 2 and all(len(cores) == 1 and omp == "1" for cores, _, omp in two), two
+    assert two[0][0] != two[1][0], two  # each its own core
+    assert sorted(gpus for _, gpus, _ in two) == ["0", "1"], two  # each its own GPU, only that one
+    assert one == [([0, 1], "0", "2")], one  # both cores, the threads to match, one GPU
+    print(f"[slurm] binding: 2 ranks x 1 core x 1 GPU: cores {[c for c, _, _ in two]}, CUDA_VISIBLE_DEVICES "
+          f"{[g for _, g, _ in two]}; 1 rank x 2 cores: cores {one[0][0]}, OMP_NUM_THREADS {one[0][2]}")
+
+
+def test_scancel_ends_the_job_without_a_requeue_and_keeps_its_checkpoint(slurm_env, tmp_path):
+    """A user's scancel is SIGTERM to every step and the batch shell: the ranks checkpoint and stop, and the job
+    stays cancelled (before, the batch shell requeued it: CANCELLED, then PENDING, then running again)."""
+    run_dir = tmp_path / "cancelled"
+    job_id = submit(slurm_env, run_dir)
+    wait_for_rows(slurm_env, job_id, run_dir, 4)
+    cancelled = time.time()
+    subprocess.run(["scancel", job_id], env=slurm_env, check=True)
+    state = wait_while_running(slurm_env, job_id)
+    seconds = time.time() - cancelled
+    log = Path(f"{run_dir}.out").read_text()
+    assert state == "CANCELLED" and job_field(slurm_env, job_id, "Restarts") == "0", log[-3000:]
+    assert "stopped by SIGTERM (scancel)" in log and "requeueing" not in log, log[-3000:]
+    positions = [complete_positions(checkpoint_dir(run_dir, rank)) for rank in (0, 1)]
+    common = sorted(set(positions[0]) & set(positions[1]))
+    assert common and common[-1][:2] >= (0, 1), positions  # at least stage 2 of episode 1, held by both ranks
+    with h5py.File(run_dir / "metrics.h5", "r") as f:
+        assert f.attrs["status"] == b"preempted"  # the ranks stopped cleanly, not killed at KillWait
+    time.sleep(12)  # past AuthInfo=cred_expire=10: a requeued job would be pending or running again by now
+    assert job_field(slurm_env, job_id, "JobState") == "CANCELLED" and job_field(slurm_env, job_id, "Restarts") == "0"
+    print(f"[slurm] scancel: CANCELLED {seconds:.1f} s later, not requeued; checkpoint held by both ranks at "
+          f"episode {common[-1][0] + 1} stage {common[-1][1] + 1} iteration {common[-1][2]}")
+
+
+def test_a_job_requeued_as_often_as_law_max_requeues_allows_fails_saying_why(slurm_env, tmp_path):
+    run_dir = tmp_path / "capped"
+    job_id = submit({**slurm_env, "LAW_MAX_REQUEUES": "0"}, run_dir)
+    wait_for_rows(slurm_env, job_id, run_dir, 4)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm_env, check=True)
+    state = wait_while_running(slurm_env, job_id)
+    log = Path(f"{run_dir}.out").read_text()
+    lines = [line for line in log.splitlines() if "LAW_MAX_REQUEUES" in line]
+    assert state == "FAILED" and job_field(slurm_env, job_id, "Restarts") == "0", log[-3000:]
+    assert len(lines) == 1 and "failed: checkpointed in" in lines[0] and "requeued 0 times already" in lines[0], log
+    assert "requeueing job" not in log
+
+
 # The time limit itself: 1 minute, SIGUSR1 to the batch shell "10 s" before it. slurmctld checks time limits
 # every 30 s and sends the signal early (here, 22.05: once now + lead + 30 s reaches the end), so it comes
 # 20-50 s after the start (after the ranks' start-up), and the kill at the limit 30-60 s later. A
@@ -120,7 +164,8 @@ LONGER_THAN_THE_LIMIT = ["search.episodes=1", "search.stages=2", "search.warmup_
 def test_job_at_its_time_limit_checkpoints_mid_stage_requeues_resumes_and_finishes(slurm_env, tmp_path):
     run_dir = tmp_path / "time-limited"
     started = time.time()
-    job_id = submit(slurm_env, run_dir, *[arg for key in LONGER_THAN_THE_LIMIT for arg in ("--set", key)], sbatch=TIME_LIMIT)
+    job_id = submit(slurm_env, run_dir, *[arg for key in LONGER_THAN_THE_LIMIT for arg in ("--set", key)],
+                    sbatch_options=TIME_LIMIT)
     state = wait_for_end(slurm_env, job_id, timeout=1200)
     seconds = time.time() - started
     log = Path(f"{run_dir}.out").read_text()
