@@ -314,7 +314,7 @@ def test_every_method_is_built_from_the_config_and_the_training_data():
     from search_helpers import SMOKE
     from law_hpc.data import build_data
 
-    cfg = load_config(SMOKE, ["data.train_size=1024", "train.focal_gamma=1.5", "train.forget_rate=0.25"])
+    cfg = load_config(SMOKE, ["data.train_size=1024", "methods.focal.gamma=1.5", "methods.coteaching.forget_rate=0.25"])
     data = build_data(cfg.data, purpose="train", seed=0, rank=0, world_size=1, device=torch.device("cpu"))
     built = {}
     for name in set(METHODS) - {"law"}:
@@ -322,7 +322,7 @@ def test_every_method_is_built_from_the_config_and_the_training_data():
         built[name] = build_method(cfg, data)
         assert type(built[name]) is METHODS[name] and built[name].name == name
     assert built["focal"].gamma == 1.5 and built["coteaching"].forget_rate == 0.25
-    expected = class_balanced_weights(data.train_label_counts, cfg.train.class_balanced_beta)
+    expected = class_balanced_weights(data.train_label_counts, cfg.methods.class_balanced.beta)
     np.testing.assert_allclose(built["class_balanced"].class_weights.numpy(), expected, rtol=1e-6)
     assert np.array_equal(built["oracle"].clean_mask.numpy(), data.train_clean_mask)
     assert built["self_paced"].total_epochs == cfg.optim.epochs

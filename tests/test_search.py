@@ -214,7 +214,7 @@ def test_a_search_built_to_lose_says_so_and_its_policy_warns(tmp_path):
     proc = run_search(tmp_path / "run", overrides=unbounded + [f"strategy.init_policy={tmp_path / 'losing.h5'}",
                                                                  "strategy.fdu_epochs=0", "search.episodes=1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "WARNING: no evaluation episode's target beat its reference" in proc.stdout
+    assert "WARNING: no evaluation episode's target beat its reference" in proc.stderr
     _, searched, _ = load_policy(tmp_path / "run" / "policy.h5")
     assert searched["validation_gap"] < 0 and searched["episode"] == 0
     with pytest.warns(UserWarning, match="did not beat uniform training on its search's validation split"):

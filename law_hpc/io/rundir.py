@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def lock_run_dir(run_dir: Path) -> None:
         raise RunDirError(f"{run_dir} is in use by another job ({holder}); wait for it to end, or use another "
                           "--run-dir") from None
     except OSError as err:  # e.g. ENOLCK on a file system without locks
-        print(f"[law] WARNING: cannot lock {run_dir} ({err}); make sure no other job uses it", flush=True)
+        print(f"[law] WARNING: cannot lock {run_dir} ({err}); make sure no other job uses it", file=sys.stderr,
+              flush=True)
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
