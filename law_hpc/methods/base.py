@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..data.types import Batch
 from ..engine.schedule import set_lr
+from ..law.losses import cross_entropy
 from ..law.policy import weighted_mean_loss
 
 
 @dataclass
 class StepResult:
     loss: torch.Tensor
-    """Mean unweighted cross-entropy of the batch before the step (detached, on the device)."""
+    """Mean unweighted per-sample loss of the batch before the step (detached, on the device)."""
     weights: torch.Tensor
     """[B] the weights the step used (detached)."""
 
@@ -81,6 +81,10 @@ class WeightingMethod:
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def per_sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """[B] the loss each weight multiplies (law/losses.py): cross-entropy unless the method corrects it."""
+        return cross_entropy(logits, labels)
+
     def sample_weights(self, logits: torch.Tensor, batch: Batch, epoch: float) -> torch.Tensor | None:
         """[B] weights of the batch's samples; None = uniform. `epoch` is the training progress in epochs."""
         return None
@@ -89,7 +93,7 @@ class WeightingMethod:
         """One SGD step on `batch`; `val_batch_fn()` gives a clean validation minibatch (meta-learning peers)."""
         self.model.train()
         logits = self.model(batch.images)
-        per_sample_loss = F.cross_entropy(logits, batch.labels, reduction="none")
+        per_sample_loss = self.per_sample_loss(logits, batch.labels)
         weights = self.sample_weights(logits, batch, epoch)
         if weights is None:
             weights = torch.ones_like(per_sample_loss)
