@@ -107,6 +107,11 @@ class SearchConfig:
     """T_max: stages per training, equal numbers of iterations (paper: 20); the test phase uses them too."""
     warmup_stages: int = 1
     """Leading stages trained unweighted (w = 1) and not acted upon (paper: 4 of 20)."""
+    allow_resize: bool = True
+    """Resume on another number of searchers (N_a) than the checkpoints were written by, say on fewer nodes
+    after a node failure: the strategy model continues, the replay buffers are pooled and dealt out again, and
+    every searcher starts the next episode with a fresh pair (the episode under way is given up). False: such a
+    resume is refused."""
     eval_every: int = 4
     """Every eval_every-th episode (and the last) acts with the deterministic actor, without exploration
     noise; the actor of the evaluation episode whose target ends furthest above its reference on the

@@ -32,7 +32,10 @@ from .engine.schedule import StageSchedule, schedule_difference
 from .engine.search_report import SearchReport, stage_row
 from .engine.search_state import SearchState
 from .engine.agent import Agent
-from .io.history import stage_events
+from .engine.resize import checkpoint_world_size, common_position, resized_state, retired_logs
+from .io.checkpoint import CheckpointStore
+from .io.rundir import RunDirError
+from .io.history import RowHistory, position_text, stage_events
 from .io.metrics import StageRow, search_layout
 from .io.policy_file import policy_settings, save_policy
 from .job import Job
@@ -94,6 +97,7 @@ class Search(Job):
         self.interrupted: InterruptedStage | None = None  # a stage a mid-stage checkpoint resumes
         self.part_seconds: dict[str, float] = {}  # this stage's evaluate and learn times, for its row
         self.report = SearchReport(self)
+        self.retired_logs: list[dict] = []  # rank 0: the rows of searchers a resize let go (engine/resize.py)
 
     def is_evaluation(self, episode: int) -> bool:
         """Every search.eval_every-th episode and the last one act deterministically."""
@@ -112,7 +116,7 @@ class Search(Job):
         """Everything this searcher needs to continue exactly after the stage just finished, or inside the
         stage under way (`interrupted`: its action and progress)."""
         state = {"search": self.state.state_dict(), **self.agent.state_dict(), "rng": rng_states(),
-                 "log": self.history.state_dict()}
+                 "log": self.history.state_dict(), **retired_logs(self.retired_logs)}
         if not self.state.episode_over:
             state["pair"] = self.pair.state_dict()
         if self.interrupted is not None:
@@ -124,6 +128,7 @@ class Search(Job):
         self.agent.load_state_dict(state)
         set_rng_states(state["rng"])
         self.history.load_state_dict(state["log"])
+        self.retired_logs = retired_logs(state)
         if self.state.episode_over:
             self.state.next_episode()
         else:
@@ -149,7 +154,28 @@ class Search(Job):
                 "schedule_difference": schedule_difference(self.cfg)}
 
     def log_histories(self) -> list[dict]:
-        return self.dist.allgather_object(self.history.state_dict())  # every searcher's rows
+        everyone = self.dist.allgather_object(self.history.state_dict())  # every searcher's rows
+        return everyone + self.retired_logs
+
+    def resume(self) -> tuple[int, int, int] | None:
+        """As every job resumes; from checkpoints another number of searchers wrote, as engine/resize.py says."""
+        before = self.dist.allgather_object(checkpoint_world_size(self.run_dir) if self.dist.is_root else None)[0]
+        if before in (None, self.dist.size):
+            return super().resume()
+        if not self.cfg.search.allow_resize:
+            raise RunDirError(f"{self.run_dir} holds the checkpoints of {before} searchers, this job has "
+                              f"{self.dist.size}: search.allow_resize=true continues on {self.dist.size}")
+        position = common_position(self.run_dir, before)
+        states = [CheckpointStore(self.run_dir, rank).load(position) for rank in range(before)]
+        empty_log = RowHistory(self.row_type).state_dict()
+        self.load_state_dict(resized_state(states, self.dist.rank, self.dist.size, empty_log))
+        self.history.add_resume(position, before, self.dist.size)
+        self.save_checkpoint(position, self.state_dict())  # at once: the resumed ranks now hold the position alike
+        self.console.warning(f"the checkpoints were written by {before} searchers, this job has {self.dist.size}: "
+                             f"resumed {position_text(position, self.schedule.iterations_per_stage)} with the "
+                             f"strategy model, the pooled replay buffers ({len(self.agent.buffer)} transitions "
+                             "on rank 0) and fresh pairs from the next episode on (search.allow_resize)")
+        return position
 
     def release(self) -> None:
         if self.pair is not None:

@@ -55,10 +55,12 @@ def lock_run_dir(run_dir: Path) -> None:
     _HELD_LOCKS[run_dir] = handle
 
 
-def prepare_run_dir(run_dir: Path, config_yaml: str, world_size: int, force: bool = False) -> bool:
+def prepare_run_dir(run_dir: Path, config_yaml: str, world_size: int, force: bool = False,
+                    resizable: bool = False) -> bool:
     """Create, lock (`lock_run_dir`) and check `run_dir`. Returns True when it already held a run (a resume).
 
-    A different config or world size is a RunDirError unless `force` (then the new config is kept).
+    A different config is a RunDirError unless `force` (then the new config is kept); so is a different world
+    size, unless also `resizable` (a search with search.allow_resize).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     lock_run_dir(run_dir)
@@ -69,9 +71,10 @@ def prepare_run_dir(run_dir: Path, config_yaml: str, world_size: int, force: boo
             raise RunDirError(f"{run_dir} holds a run with a different config ({config_path}); use another "
                               "--run-dir, or --force to resume it with the new config")
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        if info.get("world_size", world_size) != world_size:
+        if info.get("world_size", world_size) != world_size and not resizable:
             raise RunDirError(f"{run_dir} was run with {info['world_size']} ranks, this job has {world_size}: "
-                              "every searcher has its own checkpoint, so the rank count must match")
+                              "every rank has its own checkpoint, so the rank count must match (a search resumes "
+                              "on another number of searchers with search.allow_resize=true)")
     config_path.write_text(config_yaml)
     info_path.write_text(json.dumps({"world_size": world_size}))
     return existed
