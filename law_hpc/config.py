@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     dataset: str = "fmnist"
-    """fmnist | cifar10 | cifar100 | imagenet."""
+    """A name registered in law_hpc.data: fmnist, cifar10, cifar100, imagenet (an ImageNet-style folder)."""
     root: str = "/usr/share/datasets/fashion-mnist"
     """Dataset location: IDX files (fmnist), the python pickle directory (cifar), or the folder
     holding train/ and val/ (imagenet)."""
@@ -107,6 +107,11 @@ class SearchConfig:
     """T_max: stages per training, equal numbers of iterations (paper: 20); the test phase uses them too."""
     warmup_stages: int = 1
     """Leading stages trained unweighted (w = 1) and not acted upon (paper: 4 of 20)."""
+    allow_resize: bool = True
+    """Resume on another number of searchers (N_a) than the checkpoints were written by, say on fewer nodes
+    after a node failure: the strategy model continues, the replay buffers are pooled and dealt out again, and
+    every searcher starts the next episode with a fresh pair (the episode under way is given up). False: such a
+    resume is refused."""
     eval_every: int = 4
     """Every eval_every-th episode (and the last) acts with the deterministic actor, without exploration
     noise; the actor of the evaluation episode whose target ends furthest above its reference on the
@@ -198,8 +203,8 @@ class TrainConfig:
     """The test phase (`python -m law_hpc.train`): one network on the full corrupted training set."""
 
     method: str = "uniform"
-    """The weighting method (law_hpc.methods): uniform, law, focal, class_balanced, self_paced, coteaching,
-    l2rw, mwnet, oracle. `--policy FILE` sets law."""
+    """The weighting method: a name registered in law_hpc.methods (--help of law_hpc.train lists them), with its
+    options in methods.<name>. `--policy FILE` sets law."""
     policy: str = ""
     """law: the searched policy.h5 (set by --policy)."""
     allow_schedule_mismatch: bool = False
@@ -207,16 +212,17 @@ class TrainConfig:
     off, such a policy is refused."""
     scale_lr: bool = True
     """Data-parallel: multiply optim.lr by the number of ranks (with optim.warmup_epochs of warm-up)."""
-    focal_gamma: float = 2.0
-    """focal: gamma of (1 - p_t)^gamma."""
-    class_balanced_beta: float = 0.9999
-    """class_balanced: beta of the effective number of samples."""
-    forget_rate: float = 0.4
-    """coteaching: the fraction of large-loss samples finally dropped (an estimate of the noise rate)."""
-    forget_epochs: int = 10
-    """coteaching: T_k, epochs over which the drop rate ramps up."""
-    self_paced_start: float = 0.5
-    """self_paced: fraction of samples kept in the first epoch (rises linearly to 1)."""
+
+
+def _methods_section() -> type:
+    """The section `methods`: one subsection per registered method with options, its `Options` dataclass."""
+    from .methods import METHODS, list_methods
+    sections = [(name, METHODS[name].Options, field(default_factory=METHODS[name].Options))
+                for name in list_methods() if METHODS[name].Options is not None]
+    return dataclasses.make_dataclass("MethodsConfig", sections)
+
+
+MethodsConfig = _methods_section()
 
 
 @dataclass
@@ -235,6 +241,8 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
+    """The options of each weighting method (methods.<name>.<option>), used when train.method names it."""
     log: LogConfig = field(default_factory=LogConfig)
     seed: int = 0
     """Base seed: every random stream derives from (seed, rank, episode, ...)."""
@@ -263,15 +271,23 @@ class Config:
         return self.search.epochs or self.optim.epochs
 
 
-_CHOICES = {
-    "data.dataset": {"fmnist", "cifar10", "cifar100", "imagenet"},
+def _choices() -> dict[str, set]:
+    """The allowed values of every key with a fixed set; the registries' names where a registry decides."""
+    from .data import DATASETS
+    from .engine.pair import PAIR_MODES
+    from .methods import METHODS
+    from .models import list_models
+    return {**_FIXED_CHOICES, "data.dataset": set(DATASETS), "search.pair_mode": set(PAIR_MODES),
+            "train.method": set(METHODS), "model.name": set(list_models())}
+
+
+_FIXED_CHOICES = {
     "data.backend": {"dali", "torch"},
     "data.dali_device": {"auto", "cpu", "gpu"},
     "data.noise_mode": {"none", "uniform_mix", "flip", "pair"},
     "data.imbalance": {"none", "discard", "long_tail"},
     "data.augment": {"none", "crop_flip"},
     "data.on_corrupt_image": {"fail", "skip"},
-    "search.pair_mode": {"threads", "sequential", "fused"},
     "strategy.exploration": {"gaussian", "ou"},
     "strategy.density": {"cosine", "dot"},
     "strategy.label_feature": {"log_freq", "log_freq_batch", "index"},
@@ -368,7 +384,7 @@ def _field_type(cfg, parts):
 
 def validate(cfg: Config) -> None:
     """Check choices and ranges; raise ConfigError naming the key."""
-    for dotted, allowed in _CHOICES.items():
+    for dotted, allowed in _choices().items():
         section, key = dotted.split(".")
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:

@@ -15,8 +15,13 @@ from .config import Config
 
 
 def field_docs(cls) -> dict[str, str]:
-    """The docstring of each field of dataclass `cls` (the string literal under it), whitespace folded."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    """The docstring of each field of dataclass `cls` (the string literal under it), whitespace folded; none for
+    a class made at run time (config.MethodsConfig: its leaves are the methods' own Options)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    body = ast.parse(textwrap.dedent(source)).body[0].body
     return {node.target.id: " ".join(after.value.value.split()) for node, after in zip(body, body[1:])
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
             and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)}

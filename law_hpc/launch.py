@@ -98,7 +98,8 @@ def run_job(args, cfg, tag: str, build) -> int:
             error, resumed = None, False
             if dist.is_root:
                 try:
-                    resumed = prepare_run_dir(run_dir, to_yaml(cfg), dist.size, args.force)
+                    resumed = prepare_run_dir(run_dir, to_yaml(cfg), dist.size, args.force,
+                                              resizable=tag == "search" and cfg.search.allow_resize)
                 except (RunDirError, OSError) as err:
                     error = str(err)
             error, resumed = dist.allgather_object((error, resumed))[0]

@@ -16,7 +16,7 @@ from law_hpc.data import build_data
 from law_hpc.data.arrays import load_cifar, load_fmnist
 from law_hpc.data.corruption import corrupt_labels, imbalance_keep
 from law_hpc.data.folders import scan_image_folder
-from law_hpc.data.splits import make_split
+from law_hpc.data.splits import CorruptionSpec, make_split
 from search_helpers import REPO, SMOKE, run_search
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
@@ -87,7 +87,7 @@ def test_each_loader_yields_normalised_batches_with_clean_eval(exports, dataset,
     batch = next(data.train.iterate(3))
     assert batch.images.shape == (64, 3, 32, 32) and batch.images.dtype == torch.float32
     assert abs(float(batch.images.mean())) < 1.0 and 0.3 < float(batch.images.std()) < 3
-    assert torch.equal(batch.labels, torch.from_numpy(data.split["train_observed"])[batch.index])
+    assert torch.equal(batch.labels, torch.from_numpy(data.split.train_observed)[batch.index])
     val_labels = torch.cat([labels for _, labels in data.val.batches()])
     assert np.array_equal(np.bincount(val_labels.numpy()), [cfg.val_size // 10] * 10)  # balanced, clean
     assert sum(len(labels) for _, labels in data.test.batches()) == len(data.test)
@@ -119,22 +119,22 @@ def test_imbalance_protocols_class_counts(fmnist):
 @pytest.mark.parametrize("noise_mode, imbalance", [("uniform_mix", "none"), ("flip", "none"), ("pair", "none"),
                                                    ("none", "discard"), ("none", "long_tail")])
 def test_corruption_never_touches_validation_and_is_reported(fmnist, noise_mode, imbalance):
-    split = make_split(fmnist.labels, 10, val_size=1000, train_size=5000, noise_mode=noise_mode, noise_rate=0.4,
-                       imbalance=imbalance, rng=np.random.default_rng(3))
-    assert not set(split["val_index"]) & set(split["train_index"])
-    assert np.array_equal(np.bincount(fmnist.labels[split["val_index"]]), [100] * 10)
-    realised = np.mean(split["train_true"] != split["train_observed"])
-    assert split["report"]["realised_noise_rate"] == pytest.approx(realised)
+    split = make_split(fmnist.labels, 10, val_size=1000, train_size=5000, rng=np.random.default_rng(3),
+                       corruption=CorruptionSpec(noise_mode=noise_mode, noise_rate=0.4, imbalance=imbalance))
+    assert not set(split.val_index) & set(split.train_index)
+    assert np.array_equal(np.bincount(fmnist.labels[split.val_index]), [100] * 10)
+    realised = np.mean(split.train_true != split.train_observed)
+    assert split.report["realised_noise_rate"] == pytest.approx(realised)
     assert (realised > 0.3) == (noise_mode != "none")
-    assert np.array_equal(split["report"]["observed_class_counts"], np.bincount(split["train_observed"], minlength=10))
+    assert np.array_equal(split.report["observed_class_counts"], np.bincount(split.train_observed, minlength=10))
 
 
 def test_split_is_deterministic_by_seed(fmnist):
-    a, b, c = (make_split(fmnist.labels, 10, val_size=500, train_size=2000, noise_mode="uniform_mix",
-                             noise_rate=0.4, imbalance="none", rng=np.random.default_rng(s))
+    a, b, c = (make_split(fmnist.labels, 10, val_size=500, train_size=2000, rng=np.random.default_rng(s),
+                          corruption=CorruptionSpec(noise_mode="uniform_mix", noise_rate=0.4))
                for s in (7, 7, 8))
-    assert np.array_equal(a["train_observed"], b["train_observed"]) and np.array_equal(a["train_index"], b["train_index"])
-    assert not np.array_equal(a["train_index"], c["train_index"])
+    assert np.array_equal(a.train_observed, b.train_observed) and np.array_equal(a.train_index, b.train_index)
+    assert not np.array_equal(a.train_index, c.train_index)
 
 
 # --- pipelines ------------------------------------------------------------------------------------------------------
@@ -242,9 +242,11 @@ def test_a_corrupt_jpeg_fails_naming_it_or_is_skipped_and_counted(exports, tmp_p
     skip = build_data(data_config("imagenet", root, backend, "data.val_size=100", "data.on_corrupt_image=skip"),
                       purpose="train", seed=0, rank=0, world_size=1, device=CPU)
     seen = epoch_indices(skip.train)
-    assert skip.train.corrupt.skipped == [victim]
+    assert list(skip.train.corrupt.skipped) == [victim]
     assert data.train.order.epoch_order(11, 0)[0] not in seen
     assert len(seen) >= skip.train.batches_per_epoch * cfg.batch_size - 1  # the epoch goes on
+    epoch_indices(skip.train, epoch=1)
+    assert skip.train.skipped_images == 1  # met again in the next epoch: counted (and warned) once
 
 
 @pytest.mark.parametrize("config, dataset", [("imagenet_noisy_resnet18.yaml", "imagenet"),

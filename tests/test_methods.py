@@ -84,7 +84,9 @@ def roundtrip(state):
 OPTIONS = {"focal": {"gamma": 2.0}, "class_balanced": {"class_counts": (50, 30, 20), "beta": 0.99},
            "self_paced": {"total_epochs": 10, "start_fraction": 0.5},
            "coteaching": {"forget_rate": 0.3, "forget_epochs": 2}, "l2rw": {}, "mwnet": {"hidden": 8},
-           "oracle": {"clean_mask": np.arange(BATCH) % 3 != 0}, "uniform": {}}
+           "oracle": {"clean_mask": np.arange(BATCH) % 3 != 0}, "uniform": {},
+           "logit_adjusted": {"class_counts": (50, 30, 20)}, "balanced_softmax": {"class_counts": (50, 30, 20)},
+           "gce": {"q": 0.7}, "ldam_drw": {"class_counts": (50, 30, 20), "total_epochs": 1.0}}
 
 
 # ---------------------------------------------------------------- registry and the common interface
@@ -103,10 +105,10 @@ def test_registry_names_and_unknown_name():
 def test_train_step_and_checkpoint_roundtrip(name):
     method = set_up(create_method(name, **OPTIONS[name]))
     data = batch(1)
-    expected_loss = F.cross_entropy(method.eval_model()(data[0]), data[1]).detach()
+    expected_loss = method.per_sample_loss(method.eval_model()(data[0]), data[1]).mean().detach()
     out = step(method, data, epoch=0.5)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss) and not out.loss.requires_grad
-    torch.testing.assert_close(out.loss, expected_loss)  # the unweighted mean CE before the step
+    torch.testing.assert_close(out.loss, expected_loss)  # the unweighted mean loss before the step
     assert out.weights.shape == (BATCH,) and torch.isfinite(out.weights).all()
     assert not out.weights.requires_grad
     step(method, batch(2), epoch=1.0)
@@ -314,7 +316,7 @@ def test_every_method_is_built_from_the_config_and_the_training_data():
     from search_helpers import SMOKE
     from law_hpc.data import build_data
 
-    cfg = load_config(SMOKE, ["data.train_size=1024", "train.focal_gamma=1.5", "train.forget_rate=0.25"])
+    cfg = load_config(SMOKE, ["data.train_size=1024", "methods.focal.gamma=1.5", "methods.coteaching.forget_rate=0.25"])
     data = build_data(cfg.data, purpose="train", seed=0, rank=0, world_size=1, device=torch.device("cpu"))
     built = {}
     for name in set(METHODS) - {"law"}:
@@ -322,10 +324,11 @@ def test_every_method_is_built_from_the_config_and_the_training_data():
         built[name] = build_method(cfg, data)
         assert type(built[name]) is METHODS[name] and built[name].name == name
     assert built["focal"].gamma == 1.5 and built["coteaching"].forget_rate == 0.25
-    expected = class_balanced_weights(data.train_label_counts, cfg.train.class_balanced_beta)
+    expected = class_balanced_weights(data.train_label_counts, cfg.methods.class_balanced.beta)
     np.testing.assert_allclose(built["class_balanced"].class_weights.numpy(), expected, rtol=1e-6)
     assert np.array_equal(built["oracle"].clean_mask.numpy(), data.train_clean_mask)
     assert built["self_paced"].total_epochs == cfg.optim.epochs
+    assert built["ldam_drw"].drw_epoch == 0.8 * cfg.optim.epochs and built["gce"].q == cfg.methods.gce.q
     cfg.train.method = "law"
     with pytest.raises(ValueError, match="needs a searched policy"):
         build_method(cfg, data)

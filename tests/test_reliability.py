@@ -175,7 +175,7 @@ def test_a_checkpoint_carrying_a_pickle_payload_is_refused_and_the_previous_one_
     tamper(newest, marker)
     proc = run_search(run_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    warning = next(line for line in proc.stdout.splitlines() if "WARNING" in line)
+    warning = next(line for line in proc.stderr.splitlines() if "WARNING" in line)
     assert str(newest) in warning and "refused, nothing in it was run" in warning and "posix.system" in warning
     assert f"using the previous checkpoint, {previous.name}" in warning
     assert not marker.exists()

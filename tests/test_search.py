@@ -143,8 +143,31 @@ def test_resume_refuses_other_config_and_world_size(tmp_path):
     code, _ = interrupt_after_rows(tmp_path, rows=1)
     proc = run_search(tmp_path, overrides=["search.episodes=3"])
     assert proc.returncode == 2 and "different config" in proc.stderr
-    proc = run_search(tmp_path, ranks=2)
-    assert proc.returncode != 0 and "ranks" in (proc.stdout + proc.stderr)
+    proc = run_search(tmp_path, ranks=2, overrides=["search.allow_resize=false"], extra=["--force"])
+    assert proc.returncode != 0 and "search.allow_resize=true continues" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_two_rank_search_resumed_on_one_searcher_continues_with_both_ranks_transitions(tmp_path):
+    """After episode 1 of 2 ranks, the job comes back with one (a node lost): it continues from the common
+    position with the same strategy model and both searchers' replay buffers, and logs the change."""
+    proc = run_search(tmp_path, ranks=2, overrides=["search.episodes=1"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    before = [read_checkpoint(list_checkpoints(checkpoint_dir(tmp_path, rank))[0]) for rank in (0, 1)]
+    checksum_before = read_stages(tmp_path / "metrics.h5")["strategy_checksum"][-1]
+    proc = run_search(tmp_path, ranks=1, overrides=["search.episodes=2"], extra=["--force"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "written by 2 searchers, this job has 1" in proc.stderr, proc.stderr[-3000:]
+    c = read_stages(tmp_path / "metrics.h5")
+    assert list(zip(c["episode"], c["rank"])) == [(0, 0), (0, 1)] * 4 + [(1, 0)] * 4  # both ranks' rows stay
+    assert c["strategy_checksum"][8] == checksum_before  # a warm-up stage learns nothing: the model it resumed with
+    with h5py.File(tmp_path / "metrics.h5") as f:
+        kinds = [kind.decode() if isinstance(kind, bytes) else kind for kind in f["events/kind"][()]]
+        assert "searchers:2->1" in kinds and f.attrs["world_size"] == 1
+    after = read_checkpoint(list_checkpoints(checkpoint_dir(tmp_path, 0))[0])
+    pooled = np.concatenate([state["arrays"]["buffer/reward"] for state in before])
+    assert len(pooled) == 6 and np.array_equal(after["arrays"]["buffer/reward"][:6], pooled)
+    assert len(after["arrays"]["buffer/reward"]) == 6 + 3  # and this episode's three weighted stages
+    assert (tmp_path / "policy.h5").is_file()
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
@@ -214,7 +237,7 @@ def test_a_search_built_to_lose_says_so_and_its_policy_warns(tmp_path):
     proc = run_search(tmp_path / "run", overrides=unbounded + [f"strategy.init_policy={tmp_path / 'losing.h5'}",
                                                                  "strategy.fdu_epochs=0", "search.episodes=1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "WARNING: no evaluation episode's target beat its reference" in proc.stdout
+    assert "WARNING: no evaluation episode's target beat its reference" in proc.stderr
     _, searched, _ = load_policy(tmp_path / "run" / "policy.h5")
     assert searched["validation_gap"] < 0 and searched["episode"] == 0
     with pytest.warns(UserWarning, match="did not beat uniform training on its search's validation split"):

@@ -122,7 +122,7 @@ def evaluate_checkpoint_on_one_rank(run_dir, tmp_path) -> tuple[float, float]:
     cfg = load_config(copy / "config.yaml")
     training = Training(cfg, Dist(0, 1, 0, 1, torch.device("cpu"), "none"), copy, resumed=True)
     try:
-        assert training.epoch == cfg.optim.epochs  # the last epoch's checkpoint
+        assert training.epochs_done == cfg.optim.epochs  # the last epoch's checkpoint
         return training.accuracy(training.data.test), training.accuracy(training.data.val)
     finally:
         training.close()

@@ -27,9 +27,12 @@ import h5py
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from law_hpc.methods import list_methods  # noqa: E402
+
 PYTHON = sys.executable
 HOROVODRUN = str(Path(PYTHON).parent / "horovodrun")
-METHODS = ["uniform", "focal", "class_balanced", "self_paced", "coteaching", "l2rw", "mwnet", "law", "oracle"]
+METHODS = list_methods()
 SETTINGS = {
     "noisy_mlp": {"config": "fmnist_noisy_mlp.yaml",
                   "title": "MLP, 40 % symmetric label noise (memorising)", "searcher_episodes": 80},

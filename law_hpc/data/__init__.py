@@ -6,19 +6,22 @@ The engine sees only the protocols of data/types.py (TrainStream, EvalSet, Batch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import h5py
 import numpy as np
 
 from ..seeding import derive_seed
-from .arrays import ArrayDataset, load_cifar, load_fmnist
-from .folders import Screening, scan_image_folder, screen_images
-from .splits import make_split
-from .torch_backend import ArrayEvalSet, ArrayTrainStream
-from .types import Batch, EvalSet, TrainStream
+from . import dali, torch_backend
+from .arrays import ArrayDataset
+from .datasets import DATASETS, load_datasets, register_dataset
+from .folders import Screening
+from .splits import CorruptionSpec, Split, make_split
+from .types import Batch, EvalSet, Subset, TrainStream
 
-__all__ = ["build_data", "load_datasets", "DataBundle", "Batch", "EvalSet", "Screening", "TrainStream"]
+__all__ = ["build_data", "load_datasets", "register_dataset", "BACKENDS", "DATASETS", "DataBundle", "Batch",
+           "EvalSet", "Screening", "Split", "Subset", "TrainStream"]
 
 
 @dataclass
@@ -38,26 +41,19 @@ class DataBundle:
     """bool [N_train]: observed label == true label."""
     report: dict
     """Realised noise rate and per-class counts before/after corruption."""
-    split: dict = field(default_factory=dict)
-    """Index arrays of the split (saved in the run directory)."""
+    split: Split | None = None
+    """Which images train and which validate, labels before and after corruption (saved in the run directory)."""
     val_shard: EvalSet | None = None
     """This rank's shard of the validation split (the test phase's sharded evaluation); `val` on one rank."""
+    training_set: Callable[[], EvalSet] | None = None
+    """A new EvalSet of the whole training split with its observed labels, unaugmented, in split order (position i
+    is Batch.index i): for methods that score every training sample (DivideMix). Every rank gets the whole split."""
 
     def save_split(self, path) -> None:
         """Record the split (indices, true and observed labels) so a run is reproducible and auditable."""
         with h5py.File(path, "w") as file:
-            for name, array in self.split.items():
+            for name, array in self.split.arrays().items():
                 file.create_dataset(name, data=np.asarray(array))
-
-
-def load_datasets(cfg):
-    """(training source, test source) of `cfg.dataset`: ArrayDatasets in memory or FileDatasets on disk."""
-    if cfg.dataset == "fmnist":
-        return load_fmnist(cfg.root, "train"), load_fmnist(cfg.root, "test")
-    if cfg.dataset in ("cifar10", "cifar100"):
-        return load_cifar(cfg.root, "train", cfg.dataset), load_cifar(cfg.root, "test", cfg.dataset)
-    train = scan_image_folder(cfg.root, "train")
-    return train, scan_image_folder(cfg.root, "val", train.classes)
 
 
 def _subset(count: int, total: int) -> np.ndarray:
@@ -65,53 +61,10 @@ def _subset(count: int, total: int) -> np.ndarray:
     return np.arange(total) if not count or count >= total else np.linspace(0, total - 1, count).astype(np.int64)
 
 
-def _pipelines(cfg, source, test_source, split, shard, device, dali_device, screening):
-    """(train stream, validation set, this rank's shard of the validation set, this rank's shard of the test set
-    or None) for the configured backend."""
-    train_index, val_index, observed = split["train_index"], split["val_index"], split["train_observed"]
-    test_index = None if test_source is None else _subset(cfg.test_size, len(test_source.labels))
-    part = lambda index: np.array_split(index, shard[1])[shard[0]]  # contiguous, together the whole set
-    if isinstance(source, ArrayDataset):
-        images, mean, std = source.images, source.mean, source.std
-        if dali_device:
-            from .dali import DaliArrayTrainStream
-            train = DaliArrayTrainStream(images[train_index], observed, batch_size=cfg.batch_size, mean=mean, std=std,
-                                         augment=cfg.augment, device=device, shard=shard, dali_device=dali_device,
-                                         num_threads=cfg.num_workers)
-        else:
-            train = ArrayTrainStream(images[train_index], observed, batch_size=cfg.batch_size, mean=mean, std=std,
-                                     augment=cfg.augment, device=device, shard=shard)
-        evaluation = lambda data, index: ArrayEvalSet(data.images[index], data.labels[index],
-                                                      batch_size=cfg.eval_batch_size, mean=mean, std=std, device=device)
-    else:
-        common = dict(mean=source.mean, std=source.std, image_size=cfg.image_size, device=device)
-        if dali_device:
-            from .dali import DaliFileEvalSet, DaliFileTrainStream
-            # every file the run reads, screened once (the same list on every rank, split among them)
-            every = np.concatenate([source.paths[train_index], source.paths[val_index]]
-                                   + ([] if test_source is None else [test_source.paths[test_index]]))
-            bad = set(every[screen_images(every, screening)].tolist())
-            damaged = lambda paths: np.array([i for i, path in enumerate(paths.tolist()) if path in bad], np.int64)
-            train = DaliFileTrainStream(source.paths[train_index], observed, batch_size=cfg.batch_size, shard=shard,
-                                        dali_device=dali_device, num_threads=cfg.num_workers,
-                                        on_corrupt=cfg.on_corrupt_image, damaged=damaged(source.paths[train_index]),
-                                        **common)
-            evaluation = lambda data, index: DaliFileEvalSet(data.paths[index], data.labels[index],
-                                                             batch_size=cfg.eval_batch_size,
-                                                             dali_device=dali_device, num_threads=cfg.num_workers,
-                                                             on_corrupt=cfg.on_corrupt_image,
-                                                             damaged=damaged(data.paths[index]), **common)
-        else:
-            from .torch_files import FileEvalSet, FileTrainStream
-            train = FileTrainStream(source.paths[train_index], observed, batch_size=cfg.batch_size, shard=shard,
-                                    num_workers=cfg.num_workers, on_corrupt=cfg.on_corrupt_image, **common)
-            evaluation = lambda data, index: FileEvalSet(data.paths[index], data.labels[index],
-                                                         batch_size=cfg.eval_batch_size,
-                                                         num_workers=cfg.num_workers, on_corrupt=cfg.on_corrupt_image,
-                                                         **common)
-    test = None if test_source is None else evaluation(test_source, part(test_index))
-    val = evaluation(source, val_index)
-    return train, val, val if shard[1] == 1 else evaluation(source, part(val_index)), test
+BACKENDS = {"torch": torch_backend, "dali": dali}
+"""data.backend -> its module, one builder per backend, each for in-memory arrays and image folders:
+`build_pipelines(cfg, train, evaluations, shard, device, screening) -> (TrainStream, {name: EvalSet})` and
+`eval_sets(cfg, source, evaluations, device, screening) -> {name: EvalSet}`."""
 
 
 def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, device,
@@ -122,28 +75,28 @@ def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, devi
     uncached)."""
     if purpose not in ("search", "train"):
         raise ValueError(f"unknown data purpose '{purpose}'")
-    dali_device = None
-    if cfg.backend == "dali":
-        from .dali import require_dali
-        dali_device = require_dali(cfg)
     source, test_source = load_datasets(cfg)
     rng = np.random.default_rng(derive_seed(seed, "split"))
     search = purpose == "search"
     split = make_split(source.labels, source.num_classes, val_size=cfg.val_size,
-                       train_size=cfg.search_train_size if search else cfg.train_size, noise_mode=cfg.noise_mode,
-                       noise_rate=cfg.noise_rate, imbalance=cfg.imbalance, rng=rng,
-                       imbalance_factor=cfg.imbalance_factor, discard_classes=tuple(cfg.discard_classes),
-                       discard_keep=cfg.discard_keep, per_class=cfg.per_class_images if search else 0)
+                       train_size=cfg.search_train_size if search else cfg.train_size,
+                       corruption=CorruptionSpec.from_config(cfg), rng=rng,
+                       per_class=cfg.per_class_images if search else 0)
     shard = (0, 1) if search else (rank, world_size)
-    train, val, val_shard, test = _pipelines(cfg, source, None if search else test_source, split, shard, device,
-                                             dali_device, screening)
+    evaluations = {"val": Subset.of(source, split.val_index)}
+    if shard[1] > 1:
+        evaluations["val_shard"] = evaluations["val"].part(shard)
+    if not search and test_source is not None:
+        evaluations["test"] = Subset.of(test_source, _subset(cfg.test_size, len(test_source.labels))).part(shard)
+    backend, training = BACKENDS[cfg.backend], Subset(source, split.train_index, split.train_observed)
+    train, eval_sets = backend.build_pipelines(cfg, training, evaluations, shard, device, screening)
     in_memory = isinstance(source, ArrayDataset)
     num_classes = source.num_classes
-    report = split.pop("report")
     return DataBundle(
-        train=train, val=val, test=test, num_classes=num_classes,
+        train=train, val=eval_sets["val"], test=eval_sets.get("test"), num_classes=num_classes,
         in_channels=source.images.shape[-1] if in_memory else 3,
         image_size=source.images.shape[1] if in_memory else cfg.image_size,
-        train_label_counts=np.bincount(split["train_observed"], minlength=num_classes).astype(np.int64),
-        train_clean_mask=split["train_true"] == split["train_observed"], report=report, split=split,
-        val_shard=val_shard)
+        train_label_counts=np.bincount(split.train_observed, minlength=num_classes).astype(np.int64),
+        train_clean_mask=split.train_true == split.train_observed, report=split.report, split=split,
+        val_shard=eval_sets.get("val_shard", eval_sets["val"]),
+        training_set=lambda: backend.eval_sets(cfg, source, {"train": training}, device, screening)["train"])

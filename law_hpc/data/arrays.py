@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import register_dataset
+
 
 @dataclass
 class ArrayDataset:
@@ -65,6 +67,12 @@ def load_fmnist(root: str | Path, part: str) -> ArrayDataset:
     return ArrayDataset(images[..., None], labels, 10, FMNIST_MEAN, FMNIST_STD)
 
 
+@register_dataset("fmnist")
+def fmnist(cfg) -> tuple[ArrayDataset, ArrayDataset]:
+    """Fashion-MNIST from the IDX files in data.root (Debian's dataset-fashion-mnist)."""
+    return load_fmnist(cfg.root, "train"), load_fmnist(cfg.root, "test")
+
+
 CIFAR_FILES = {
     "cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
     "cifar100": {"train": ["train"], "test": ["test"]},
@@ -99,3 +107,15 @@ def load_cifar(root: str | Path, part: str, name: str = "cifar10") -> ArrayDatas
     # normalise every split with the training part's
     pixels = images[::7].reshape(-1, 3).astype(np.float64) / 255.0
     return ArrayDataset(images, labels, 10 if name == "cifar10" else 100, tuple(pixels.mean(0)), tuple(pixels.std(0)))
+
+
+@register_dataset("cifar10")
+def cifar10(cfg) -> tuple[ArrayDataset, ArrayDataset]:
+    """CIFAR-10 from its python pickle directory in data.root."""
+    return load_cifar(cfg.root, "train", "cifar10"), load_cifar(cfg.root, "test", "cifar10")
+
+
+@register_dataset("cifar100")
+def cifar100(cfg) -> tuple[ArrayDataset, ArrayDataset]:
+    """CIFAR-100 (fine labels) from its python pickle directory in data.root."""
+    return load_cifar(cfg.root, "train", "cifar100"), load_cifar(cfg.root, "test", "cifar100")

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from ..seeding import derive_seed
+from .arrays import ArrayDataset
 from .folders import CorruptImageLog, decode_rgb, screen_images
 from .order import EpochOrder
-from .torch_backend import crop_flip_params
-from .types import Batch
+from .torch_backend import array_eval_sets, crop_flip_params
+from .types import Batch, Subset
 
 
 def require_dali(cfg) -> str:
@@ -249,3 +250,51 @@ class DaliFileEvalSet:
             count = min(self.batch_size, total - start)
             index = torch.from_numpy(positions.as_array().reshape(-1)[:count].astype(np.int64)).to(self.device)
             yield _to_torch(images, self.device)[:count], self.labels[index]
+
+
+def build_pipelines(cfg, train: Subset, evaluations: dict[str, Subset], shard: tuple[int, int], device,
+                    screening=None) -> tuple:
+    """The DALI backend: (training stream of `train`, {name: EvalSet} of `evaluations`), on the GPU when CUDA is
+    present (data.dali_device). Every file an image-folder run reads is screened for damage once (`screening`)."""
+    dali_device = require_dali(cfg)
+    source = train.source
+    if isinstance(source, ArrayDataset):
+        stream = DaliArrayTrainStream(source.images[train.index], train.labels, batch_size=cfg.batch_size,
+                                      mean=source.mean, std=source.std, augment=cfg.augment, device=device,
+                                      shard=shard, dali_device=dali_device, num_threads=cfg.num_workers)
+        return stream, array_eval_sets(cfg, source, evaluations, device)
+    bad = _screened([train, *evaluations.values()], screening)
+    paths = source.paths[train.index]
+    stream = DaliFileTrainStream(paths, train.labels, batch_size=cfg.batch_size, shard=shard,
+                                 damaged=_positions_of(paths, bad), **_file_options(cfg, source, device, dali_device))
+    return stream, eval_sets(cfg, source, evaluations, device, screening, bad)
+
+
+def eval_sets(cfg, source, evaluations: dict[str, Subset], device, screening=None, bad: set | None = None) -> dict:
+    """{name: EvalSet} of `evaluations` through DALI, normalised with the training `source`'s statistics; `bad`:
+    the damaged files, if already screened."""
+    dali_device = require_dali(cfg)
+    if isinstance(source, ArrayDataset):
+        return array_eval_sets(cfg, source, evaluations, device)
+    bad = _screened(evaluations.values(), screening) if bad is None else bad
+    sets = {}
+    for name, subset in evaluations.items():
+        paths = subset.source.paths[subset.index]
+        sets[name] = DaliFileEvalSet(paths, subset.labels, batch_size=cfg.eval_batch_size,
+                                     damaged=_positions_of(paths, bad), **_file_options(cfg, source, device, dali_device))
+    return sets
+
+
+def _file_options(cfg, source, device, dali_device) -> dict:
+    return dict(mean=source.mean, std=source.std, image_size=cfg.image_size, device=device, dali_device=dali_device,
+                num_threads=cfg.num_workers, on_corrupt=cfg.on_corrupt_image)
+
+
+def _screened(subsets, screening) -> set:
+    """The damaged files among those of `subsets` (screened once per run, folders.screen_images)."""
+    every = np.concatenate([subset.source.paths[subset.index] for subset in subsets])
+    return set(every[screen_images(every, screening)].tolist())
+
+
+def _positions_of(paths: np.ndarray, bad: set) -> np.ndarray:
+    return np.array([i for i, path in enumerate(paths.tolist()) if path in bad], np.int64)

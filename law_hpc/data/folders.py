@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from .datasets import register_dataset
+
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -55,6 +57,13 @@ def scan_image_folder(root: str | Path, part: str, classes: list[str] | None = N
         paths += files
         labels += [label] * len(files)
     return FileDataset(np.array(paths), np.array(labels, dtype=np.int64), list(classes))
+
+
+@register_dataset("imagenet")
+def image_folder(cfg) -> tuple[FileDataset, FileDataset]:
+    """An ImageNet-style folder: data.root/train/<class>/ and data.root/val/<class>/ (the test images)."""
+    train = scan_image_folder(cfg.root, "train")
+    return train, scan_image_folder(cfg.root, "val", train.classes)
 
 
 def decode_rgb(path: str):
@@ -166,14 +175,16 @@ def damaged_files(paths, threads: int = 8) -> list[int]:
 
 
 class CorruptImageLog:
-    """Counts and reports skipped unreadable images (data.on_corrupt_image=skip): never silent."""
+    """Counts and reports skipped unreadable images (data.on_corrupt_image=skip): never silent, and each file once
+    however often an epoch or an evaluation meets it again."""
 
     def __init__(self, paths):
-        self.paths, self.skipped = paths, []
+        self.paths, self.skipped = paths, {}
 
     def record(self, positions) -> None:
         for position in positions:
             path = self.paths[position]
-            self.skipped.append(path)
-            print(f"[law] warning: skipped unreadable image {path} ({len(self.skipped)} so far)", file=sys.stderr,
-                  flush=True)
+            if path not in self.skipped:
+                self.skipped[path] = None
+                print(f"[law] WARNING: skipped unreadable image {path} ({len(self.skipped)} so far)", file=sys.stderr,
+                      flush=True)

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from ..seeding import derive_seed
+from .arrays import ArrayDataset
 from .order import EpochOrder
-from .types import Batch
+from .types import Batch, Subset
 
 
 def _normaliser(mean, std, device):
@@ -87,3 +88,41 @@ class ArrayEvalSet:
     def batches(self):
         for start in range(0, len(self.labels), self.batch_size):
             yield self.normalise(self.images[start:start + self.batch_size]), self.labels[start:start + self.batch_size]
+
+
+def build_pipelines(cfg, train: Subset, evaluations: dict[str, Subset], shard: tuple[int, int], device,
+                    screening=None) -> tuple:
+    """The torch backend: (training stream of `train`, {name: EvalSet} of `evaluations}`); in-memory arrays
+    through batched torch ops, image folders through PIL and torchvision in a DataLoader."""
+    source = train.source
+    if isinstance(source, ArrayDataset):
+        stream = ArrayTrainStream(source.images[train.index], train.labels, batch_size=cfg.batch_size,
+                                  mean=source.mean, std=source.std, augment=cfg.augment, device=device, shard=shard)
+    else:
+        from .torch_files import FileTrainStream
+        stream = FileTrainStream(source.paths[train.index], train.labels, batch_size=cfg.batch_size, shard=shard,
+                                 **_file_options(cfg, source, device))
+    return stream, eval_sets(cfg, source, evaluations, device)
+
+
+def eval_sets(cfg, source, evaluations: dict[str, Subset], device, screening=None) -> dict:
+    """{name: EvalSet} of `evaluations`, unaugmented, normalised with the training `source`'s statistics (either
+    backend's in-memory sets). `screening` is DALI's concern: PIL names an unreadable file itself."""
+    if isinstance(source, ArrayDataset):
+        return array_eval_sets(cfg, source, evaluations, device)
+    from .torch_files import FileEvalSet
+    return {name: FileEvalSet(subset.source.paths[subset.index], subset.labels, batch_size=cfg.eval_batch_size,
+                              **_file_options(cfg, source, device))
+            for name, subset in evaluations.items()}
+
+
+def _file_options(cfg, source, device) -> dict:
+    return dict(mean=source.mean, std=source.std, image_size=cfg.image_size, device=device,
+                num_workers=cfg.num_workers, on_corrupt=cfg.on_corrupt_image)
+
+
+def array_eval_sets(cfg, source, evaluations: dict[str, Subset], device) -> dict[str, ArrayEvalSet]:
+    """In-memory evaluation sets (either backend), normalised with the training source's statistics."""
+    return {name: ArrayEvalSet(subset.source.images[subset.index], subset.labels, batch_size=cfg.eval_batch_size,
+                               mean=source.mean, std=source.std, device=device)
+            for name, subset in evaluations.items()}

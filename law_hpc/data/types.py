@@ -1,14 +1,35 @@
-"""What every data backend hands the engine: a `Batch`, a `TrainStream` and an `EvalSet`.
+"""What a data backend is given (`Subset`s) and what it hands the engine: a `Batch`, a `TrainStream` and an `EvalSet`.
 
-Backends (torch arrays, torch image folders, DALI arrays, DALI folders) implement these protocols;
-the search and the test phase see nothing else of them.
+Backends (data/torch_backend.py, data/dali.py; each for in-memory arrays and image folders) implement these
+protocols; the search and the test phase see nothing else of them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
+import numpy as np
 import torch
+
+
+@dataclass
+class Subset:
+    """The images of a source (an in-memory ArrayDataset or an on-disk FileDataset) at `index`, with `labels`."""
+
+    source: object
+    index: np.ndarray
+    labels: np.ndarray
+    """int64, one per index: the observed labels of a training split, the source's own labels of an evaluation set."""
+
+    @classmethod
+    def of(cls, source, index: np.ndarray) -> "Subset":
+        """The images at `index` with the source's own labels (an evaluation set)."""
+        return cls(source, index, source.labels[index])
+
+    def part(self, shard: tuple[int, int]) -> "Subset":
+        """Rank shard[0]'s contiguous part of shard[1]: together the whole subset."""
+        index, labels = (np.array_split(array, shard[1])[shard[0]] for array in (self.index, self.labels))
+        return Subset(self.source, index, labels)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from ..law.policy import sample_weights, weighted_mean_loss
 from .evaluation import top1_accuracies
 from .fused import TARGET, REFERENCE, StackedNets, fusion_obstacle, repoint_optimizer
 from .schedule import set_lr
+from .steps import StepProgress, run_steps
 
 
 @dataclass
@@ -62,28 +63,23 @@ class StageStats:
         return self.samples / max(self.seconds, 1e-9)
 
 
-class StageProgress:
+class StageProgress(StepProgress):
     """Where a stage's training stands: iterations done of `steps` and the per-sample sums over them, kept
     on the device (no host sync per iteration); `stats()` at the stage's end."""
 
     def __init__(self, steps: range, num_classes: int, device):
-        self.steps, self.done, self.samples, self.seconds, self.weights_seconds = steps, 0, 0, 0.0, 0.0
+        super().__init__(steps)
+        self.weights_seconds = 0.0
         zero = torch.zeros((), device=device, dtype=torch.float64)
         self.loss_target_sum, self.loss_reference_sum = zero.clone(), zero.clone()
         self.weight_sum, self.weight_sq_sum = zero.clone(), zero.clone()
         self.class_weight_sum = torch.zeros(num_classes, device=device, dtype=torch.float64)
         self.class_count = torch.zeros(num_classes, device=device, dtype=torch.float64)
 
-    @property
-    def next_step(self) -> int:
-        """The global iteration number (data position) the stage continues at."""
-        return self.steps.start + self.done
-
     def add(self, loss_target, loss_reference, weights, labels) -> None:
         """One iteration's batch: its mean losses, the target's weights and the labels."""
         size = labels.numel()
-        self.done += 1
-        self.samples += size
+        self.count(size)
         self.loss_target_sum += loss_target * size
         self.loss_reference_sum += loss_reference * size
         w = weights.double()
@@ -108,12 +104,11 @@ class StageProgress:
     _SUMS = ("loss_target_sum", "loss_reference_sum", "weight_sum", "weight_sq_sum", "class_weight_sum", "class_count")
 
     def state_dict(self) -> dict:
-        return {"done": self.done, "samples": self.samples, "seconds": self.seconds,
-                "weights_seconds": self.weights_seconds,
+        return {**super().state_dict(), "weights_seconds": self.weights_seconds,
                 **{name: getattr(self, name).cpu() for name in self._SUMS}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.done, self.samples, self.seconds = int(state["done"]), int(state["samples"]), float(state["seconds"])
+        super().load_state_dict(state)
         self.weights_seconds = float(state.get("weights_seconds", 0.0))
         for name in self._SUMS:
             getattr(self, name).copy_(state[name])
@@ -149,9 +144,11 @@ _reported_fallbacks: set[str] = set()
 class ClassifierPair:
     """target_net + reference_net with their SGD optimizers, stepping on the same batches."""
 
-    def __init__(self, target_net, reference_net, target_optimizer, reference_optimizer, mode: str = "sequential"):
+    def __init__(self, target_net, reference_net, target_optimizer, reference_optimizer, mode: str = "sequential",
+                 note: Callable[[str], None] = print):
         if mode not in PAIR_MODES:
             raise ValueError(f"unknown pair mode '{mode}'")
+        self.note = note  # where a fallback from the fused mode is told (rank 0's console in a search)
         self.target_net, self.reference_net = target_net, reference_net
         self.target_optimizer, self.reference_optimizer = target_optimizer, reference_optimizer
         self.mode, self.fallback_reason = mode, ""
@@ -178,8 +175,8 @@ class ClassifierPair:
         self.mode, self.fallback_reason, self.stacked = "sequential", reason, None
         if reason not in _reported_fallbacks:
             _reported_fallbacks.add(reason)
-            print(f"[law] NOTE: search.pair_mode=fused cannot fuse {type(self.target_net).__name__}; the pair steps "
-                  f"sequentially: {reason}", flush=True)
+            self.note(f"NOTE: search.pair_mode=fused cannot fuse {type(self.target_net).__name__}; the pair steps "
+                      f"sequentially: {reason}")
 
     def _probe_fusion(self, images) -> None:
         """Before the first fused step: stacked forwards on two images, in train mode on copies of the buffers (the
@@ -193,7 +190,7 @@ class ClassifierPair:
 
     @classmethod
     def create(cls, model_factory: Callable[[], torch.nn.Module], init_seed: int, device, lr: float,
-               momentum: float, weight_decay: float, mode: str = "sequential") -> "ClassifierPair":
+               momentum: float, weight_decay: float, mode: str = "sequential", note=print) -> "ClassifierPair":
         """A freshly initialised target (seeded by `init_seed`) and its exact copy as the reference."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
@@ -202,7 +199,7 @@ class ClassifierPair:
         target_optimizer = make_sgd(target_net, lr, momentum, weight_decay)
         reference_optimizer = make_sgd(reference_net, lr, momentum, weight_decay)
         reference_optimizer.load_state_dict(target_optimizer.state_dict())
-        return cls(target_net, reference_net, target_optimizer, reference_optimizer, mode)
+        return cls(target_net, reference_net, target_optimizer, reference_optimizer, mode, note)
 
     def close(self) -> None:
         if self._executor is not None:
@@ -280,20 +277,18 @@ class ClassifierPair:
         """The rest of a stage from where `progress` stands, adding to its sums; `stop()` is asked after every
         iteration. False when it said stop before the stage's last iteration (`progress` is then a mid-stage
         position that a checkpoint can hold), True when the stage is complete."""
-        started, weights_seconds = time.perf_counter(), self.weights_seconds
+        weights_seconds = self.weights_seconds
         device = progress.class_count.device
         action_on_device = None if action is None else torch.as_tensor(action, dtype=torch.float32, device=device)
+
+        def one_step(step: int) -> None:
+            batch = next(batches)
+            loss_target, loss_reference, weights = self.step(batch.images, batch.labels, lr_at(step), action_on_device,
+                                                             features)
+            progress.add(loss_target, loss_reference, weights, batch.labels)
         try:
-            for step in progress.steps[progress.done:]:
-                batch = next(batches)
-                loss_target, loss_reference, weights = self.step(batch.images, batch.labels, lr_at(step),
-                                                                 action_on_device, features)
-                progress.add(loss_target, loss_reference, weights, batch.labels)
-                if progress.done < len(progress.steps) and stop():
-                    return False
-            return True
+            return run_steps(progress, one_step, stop)
         finally:
-            progress.seconds += time.perf_counter() - started
             progress.weights_seconds += self.weights_seconds - weights_seconds
 
     def evaluate(self, eval_set: EvalSet) -> tuple[float, float]:

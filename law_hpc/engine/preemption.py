@@ -89,8 +89,8 @@ class Preemption:
     """A job's stop handling: the signal flag, the poll inside stages (`poll`, for the training loop) and the
     agreement at stage or epoch ends (`agreed`), with rank 0's messages."""
 
-    def __init__(self, dist, seconds: float, iterations: int, prefix: str = "[law]"):
-        self.dist, self.prefix = dist, prefix
+    def __init__(self, dist, seconds: float, iterations: int, console):
+        self.dist, self.console = dist, console
         self.flag = StopFlag.install()
         self.poll = StopPoll(self.flag, dist.reduce_max, seconds, iterations)
 
@@ -103,9 +103,8 @@ class Preemption:
 
     def announce(self, what: str, latency: str = "") -> None:
         """Rank 0's line for the log (and the tests): why the job stops, what was written."""
-        if self.dist.is_root:
-            print(f"{self.prefix} stop requested ({self.flag.signal_name or 'another rank'}){latency}: {what}, "
-                  f"exiting with {EXIT_PREEMPTED} for requeue", flush=True)
+        self.console.info(f"stop requested ({self.flag.signal_name or 'another rank'}){latency}: {what}, exiting with "
+                          f"{EXIT_PREEMPTED} for requeue")
 
     def stopped_mid_stage(self, where: str) -> None:
         """After the mid-stage checkpoint: wait until every rank has written its own (a rank exiting first

@@ -7,8 +7,7 @@ from ..io.checkpoint import CheckpointStore
 from ..io.rundir import RunDirError
 
 
-def load_agreed(store: CheckpointStore, dist, run_dir, results: str = "",
-                prefix: str = "[law]") -> tuple[tuple[int, int, int], dict] | None:
+def load_agreed(store: CheckpointStore, dist, run_dir, results: str, console) -> tuple[tuple[int, int, int], dict] | None:
     """(position, this rank's state) of the newest position that EVERY rank has a complete checkpoint of and
     loads, or None: nothing to resume, start afresh. Every rank takes part (collectives in lock-step).
 
@@ -21,7 +20,7 @@ def load_agreed(store: CheckpointStore, dist, run_dir, results: str = "",
         warnings.simplefilter("always")
         mine = store.positions()
     for warning in caught:
-        print(f"{prefix} rank {dist.rank}: WARNING: {warning.message}", flush=True)
+        console.rank_warning(str(warning.message))
     everyone = dist.allgather_object((mine, store.directory.name if store.has_files() else "", results))
     candidates = sorted(set(everyone[0][0]).intersection(*(set(positions) for positions, _, _ in everyone[1:])))
     while candidates:
@@ -33,10 +32,9 @@ def load_agreed(store: CheckpointStore, dist, run_dir, results: str = "",
         errors = [error for error in dist.allgather_object(error) if error]
         if not errors:
             return position, state
-        if dist.is_root:
-            fallback = f"the previous checkpoint, {store.path(candidates[-1]).name}" if candidates else "no other checkpoint"
-            for error in errors:
-                print(f"{prefix} WARNING: {error}; using {fallback}", flush=True)
+        fallback = f"the previous checkpoint, {store.path(candidates[-1]).name}" if candidates else "no other checkpoint"
+        for error in errors:
+            console.warning(f"{error}; using {fallback}")
     found = [everyone[0][2]] if everyone[0][2] else []
     with_files = sorted({directory for _, directory, _ in everyone if directory})
     if with_files:

@@ -45,6 +45,10 @@ class StageSchedule:
         """The global iteration numbers of `stage` (0-based)."""
         return range(self.first_step(stage), self.first_step(stage + 1))
 
+    def epoch_steps(self, epoch: int) -> range:
+        """The global iteration numbers of `epoch` (0-based)."""
+        return range(epoch * self.iterations_per_epoch, (epoch + 1) * self.iterations_per_epoch)
+
     def stage_of_step(self, step: int) -> int:
         """The stage an iteration belongs to (iterations past the last full stage count to the last)."""
         return min(step // self.iterations_per_stage, self.stages - 1)

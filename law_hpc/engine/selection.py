@@ -31,14 +31,20 @@ class PolicySelection:
         self.best = outcome
         return candidate
 
+    @property
+    def won(self) -> bool:
+        """Whether the best evaluation's target ended above its reference (the policy beat uniform training)."""
+        return self.best is not None and self.best["validation_gap"] > 0
+
     def verdict(self) -> str:
-        """The search's outcome, plainly: which actor policy.h5 holds, and whether it beat uniform training."""
+        """The search's outcome, plainly: which actor policy.h5 holds, and whether it beat uniform training
+        (a warning unless `won`)."""
         best = self.best
         if best is None:
             return "no evaluation episode finished; no policy.h5 was written"
         gap, episode = 100 * best["validation_gap"], best["episode"] + 1
         if gap <= 0:
-            return (f"WARNING: no evaluation episode's target beat its reference on the validation split (best gap "
+            return (f"no evaluation episode's target beat its reference on the validation split (best gap "
                     f"{gap:+.2f} points, episode {episode}). policy.h5 holds that actor, which is likely to hurt: "
                     "search longer or change the strategy settings")
         return (f"policy.h5: the actor of evaluation episode {episode}, validation gap {gap:+.2f} points over uniform "

@@ -15,7 +15,7 @@ import numpy as np
 
 from .metrics import MetricsLog
 
-_SKIPPED, _RESUMES = "_skipped_images", "_resumes"
+_SKIPPED, _RESUMES, _RESIZES = "_skipped_images", "_resumes", "_resizes"
 
 
 class RowHistory:
@@ -28,14 +28,19 @@ class RowHistory:
         """Unreadable images this rank had skipped when each row was logged (data.on_corrupt_image=skip)."""
         self.resumes: list[tuple[int, int, int, int]] = []
         """(rows logged before it, episode, stage, iteration) of each resume of the job."""
+        self.resizes: list[tuple[int, int, int]] = []
+        """(rows logged before it, ranks before, ranks after) of each resume on another number of searchers."""
 
     def add(self, row, skipped_images: int = 0) -> None:
         """A row this rank logged, with the unreadable images it had skipped by then."""
         self.rows.append(row)
         self.skipped.append(int(skipped_images))
 
-    def add_resume(self, position: tuple[int, int, int]) -> None:
+    def add_resume(self, position: tuple[int, int, int], ranks_before: int = 0, ranks_after: int = 0) -> None:
+        """A resume at `position`; with a different number of ranks before and after, a resize too."""
         self.resumes.append((len(self.rows), *position))
+        if ranks_before != ranks_after:
+            self.resizes.append((len(self.rows), ranks_before, ranks_after))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         hints = typing.get_type_hints(self.row_type)
@@ -48,6 +53,8 @@ class RowHistory:
                 state[field.name] = np.stack(values).astype(np.float64) if values else np.zeros((0,))
         state[_SKIPPED] = np.asarray(self.skipped, dtype=np.int64)
         state[_RESUMES] = np.asarray(self.resumes, dtype=np.int64).reshape(-1, 4)
+        if self.resizes:  # absent unless resized: the checkpoints of every other run stay as they were
+            state[_RESIZES] = np.asarray(self.resizes, dtype=np.int64).reshape(-1, 3)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -56,6 +63,7 @@ class RowHistory:
                                       for name in names}) for i in range(len(state[_SKIPPED]))]
         self.skipped = [int(count) for count in state[_SKIPPED]]
         self.resumes = [tuple(int(value) for value in resume) for resume in state[_RESUMES]]
+        self.resizes = [tuple(int(value) for value in resize) for resize in state.get(_RESIZES, ())]
 
     @classmethod
     def from_state(cls, row_type, state: dict) -> "RowHistory":
@@ -86,19 +94,31 @@ def stage_events(rows: list, skipped: list[int], reported: dict[int, int]) -> li
     return events
 
 
+def _unit(row) -> tuple:
+    """What a row is of: (episode, stage) of a search, the epoch of a training."""
+    return tuple(getattr(row, name) for name in ("episode", "stage", "epoch") if hasattr(row, name))
+
+
 def replay(histories: list[RowHistory], iterations_per_stage: int, events_of=stage_events):
-    """(rows, events, reported skip counts) of the log the ranks' histories describe: per stage, every rank's
-    row in rank order, as the job appended them. All ranks logged the same stages; resumes are rank 0's."""
+    """(rows, events, reported skip counts) of the log the ranks' histories describe: per stage, the row of
+    every rank that ran it, in rank order, as the job appended them. Rank 0 ran every stage and holds the
+    resumes; after a resize the other histories cover part of the run (a searcher that left, one that came)."""
     rows, events, reported = [], [], {}
-    resumes = histories[0].resumes
-    for i in range(len(histories[0].rows) + 1):
-        events += [resume_event(resume, iterations_per_stage) for resume in resumes if resume[0] == i]
-        if i == len(histories[0].rows):
+    lead = histories[0]
+    where = [{_unit(row): i for i, row in enumerate(history.rows)} for history in histories]
+    for i in range(len(lead.rows) + 1):
+        for resume in (resume for resume in lead.resumes if resume[0] == i):
+            events.append(resume_event(resume, iterations_per_stage))
+            events += [(resume[1], resume[2], 0, f"searchers:{before}->{after}")
+                       for rows_before, before, after in lead.resizes if rows_before == i]
+        if i == len(lead.rows):
             break
-        stage_rows = [history.rows[i] for history in histories]
+        held = [(history, index[_unit(lead.rows[i])]) for history, index in zip(histories, where)
+                if _unit(lead.rows[i]) in index]
+        stage_rows = [history.rows[j] for history, j in held]
         rows += stage_rows
         if events_of is not None:
-            events += events_of(stage_rows, [history.skipped[i] for history in histories], reported)
+            events += events_of(stage_rows, [history.skipped[j] for history, j in held], reported)
     return rows, events, reported
 
 

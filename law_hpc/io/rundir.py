@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def lock_run_dir(run_dir: Path) -> None:
         raise RunDirError(f"{run_dir} is in use by another job ({holder}); wait for it to end, or use another "
                           "--run-dir") from None
     except OSError as err:  # e.g. ENOLCK on a file system without locks
-        print(f"[law] WARNING: cannot lock {run_dir} ({err}); make sure no other job uses it", flush=True)
+        print(f"[law] WARNING: cannot lock {run_dir} ({err}); make sure no other job uses it", file=sys.stderr,
+              flush=True)
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -53,10 +55,12 @@ def lock_run_dir(run_dir: Path) -> None:
     _HELD_LOCKS[run_dir] = handle
 
 
-def prepare_run_dir(run_dir: Path, config_yaml: str, world_size: int, force: bool = False) -> bool:
+def prepare_run_dir(run_dir: Path, config_yaml: str, world_size: int, force: bool = False,
+                    resizable: bool = False) -> bool:
     """Create, lock (`lock_run_dir`) and check `run_dir`. Returns True when it already held a run (a resume).
 
-    A different config or world size is a RunDirError unless `force` (then the new config is kept).
+    A different config is a RunDirError unless `force` (then the new config is kept); so is a different world
+    size, unless also `resizable` (a search with search.allow_resize).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     lock_run_dir(run_dir)
@@ -67,9 +71,10 @@ def prepare_run_dir(run_dir: Path, config_yaml: str, world_size: int, force: boo
             raise RunDirError(f"{run_dir} holds a run with a different config ({config_path}); use another "
                               "--run-dir, or --force to resume it with the new config")
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        if info.get("world_size", world_size) != world_size:
+        if info.get("world_size", world_size) != world_size and not resizable:
             raise RunDirError(f"{run_dir} was run with {info['world_size']} ranks, this job has {world_size}: "
-                              "every searcher has its own checkpoint, so the rank count must match")
+                              "every rank has its own checkpoint, so the rank count must match (a search resumes "
+                              "on another number of searchers with search.allow_resize=true)")
     config_path.write_text(config_yaml)
     info_path.write_text(json.dumps({"world_size": world_size}))
     return existed

@@ -1,28 +1,45 @@
-"""The interface of every weighting method the test phase runs, and uniform weighting (ERM) itself.
+"""The interface of every weighting method the test phase runs, its registry, and uniform weighting (ERM).
 
+A method is one file of law_hpc/methods: a `WeightingMethod` subclass under `@register_method`, with its
+options as a nested `Options` dataclass (a docstring per field). The registry gives `--method` its choices,
+the config its section `methods.<name>` (and --help its keys), and the benchmark its rows.
 A method is built from the config and the training data (`from_config`), given its networks
 (`setup`), then stepped batch by batch (`train_step`); `end_stage` is called at each stage end.
 Every method sees the same batches, lr schedule and initialisation, so rows of a table compare.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..data.types import Batch
 from ..engine.schedule import set_lr
+from ..law.losses import cross_entropy
 from ..law.policy import weighted_mean_loss
 
 
 @dataclass
 class StepResult:
     loss: torch.Tensor
-    """Mean unweighted cross-entropy of the batch before the step (detached, on the device)."""
+    """Mean unweighted per-sample loss of the batch before the step (detached, on the device)."""
     weights: torch.Tensor
     """[B] the weights the step used (detached)."""
+
+
+METHODS: dict[str, type["WeightingMethod"]] = {}
+"""Every weighting method by its name, in registration order (law_hpc.methods imports them all)."""
+
+
+def register_method(cls: type["WeightingMethod"]) -> type["WeightingMethod"]:
+    """Class decorator: make a WeightingMethod buildable by its `name` (train.method, --method); the fields of its
+    `Options` dataclass become the config keys methods.<name>.<field>."""
+    if METHODS.get(cls.name, cls) is not cls:
+        raise ValueError(f"two weighting methods are named '{cls.name}'")
+    METHODS[cls.name] = cls
+    return cls
 
 
 class WeightingMethod:
@@ -31,11 +48,20 @@ class WeightingMethod:
     name = "uniform"
     weight_norm = "mean"
     """How weights enter the loss: "mean" = mean_i w_i l_i, "sum_w" = sum_i w_i l_i / sum_i w_i (Eq. 7)."""
+    told = "nothing"
+    """What the method is told beyond the noisy training labels (the benchmark tables state it)."""
+    Options = None
+    """A dataclass of the method's options (config section methods.<name>), or None."""
+
+    @classmethod
+    def options(cls, cfg):
+        """This method's options in `cfg` (cfg.methods.<name>)."""
+        return getattr(cfg.methods, cls.name)
 
     @classmethod
     def from_config(cls, cfg, data) -> "WeightingMethod":
-        """The method of `cfg.train` for the training data `data` (a DataBundle)."""
-        return cls()
+        """The method with the options of `cfg` for the training data `data` (a DataBundle)."""
+        return cls(**dataclasses.asdict(cls.options(cfg))) if cls.Options else cls()
 
     def setup(self, model_factory: Callable[..., torch.nn.Module], optimizer_factory, device) -> None:
         """Build the network(s): `model_factory(variant)` gives the same initialisation for every method;
@@ -55,6 +81,10 @@ class WeightingMethod:
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def per_sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """[B] the loss each weight multiplies (law/losses.py): cross-entropy unless the method corrects it."""
+        return cross_entropy(logits, labels)
+
     def sample_weights(self, logits: torch.Tensor, batch: Batch, epoch: float) -> torch.Tensor | None:
         """[B] weights of the batch's samples; None = uniform. `epoch` is the training progress in epochs."""
         return None
@@ -63,7 +93,7 @@ class WeightingMethod:
         """One SGD step on `batch`; `val_batch_fn()` gives a clean validation minibatch (meta-learning peers)."""
         self.model.train()
         logits = self.model(batch.images)
-        per_sample_loss = F.cross_entropy(logits, batch.labels, reduction="none")
+        per_sample_loss = self.per_sample_loss(logits, batch.labels)
         weights = self.sample_weights(logits, batch, epoch)
         if weights is None:
             weights = torch.ones_like(per_sample_loss)
@@ -96,3 +126,6 @@ class WeightingMethod:
     def load_state_dict(self, state: dict) -> None:
         for name, obj in self.stateful().items():
             obj.load_state_dict(state[name])
+
+
+register_method(WeightingMethod)

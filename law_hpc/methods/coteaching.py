@@ -2,23 +2,30 @@
 Noisy Labels"): two networks, each trains on the small-loss samples its peer selects."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
-from .base import StepResult, WeightingMethod
+from .base import StepResult, WeightingMethod, register_method
 from .self_paced import smallest_loss_mask
 
 
+@register_method
 class CoTeaching(WeightingMethod):
     name = "coteaching"
+    told = "the noise rate (its forget rate)"
 
-    def __init__(self, forget_rate: float = 0.2, forget_epochs: float = 10.0):
+    @dataclass
+    class Options:
+        forget_rate: float = 0.4
+        """The fraction of large-loss samples finally dropped (an estimate of the noise rate)."""
+        forget_epochs: int = 10
+        """T_k: epochs over which the drop rate ramps up."""
+
+    def __init__(self, forget_rate: float = 0.4, forget_epochs: float = 10.0):
         if not 0.0 <= forget_rate < 1.0:
             raise ValueError(f"co-teaching forget_rate must be in [0, 1), got {forget_rate}")
         self.forget_rate, self.forget_epochs = float(forget_rate), float(forget_epochs)
-
-    @classmethod
-    def from_config(cls, cfg, data) -> "CoTeaching":
-        return cls(forget_rate=cfg.train.forget_rate, forget_epochs=cfg.train.forget_epochs)
 
     def setup(self, model_factory, optimizer_factory, device) -> None:
         super().setup(model_factory, optimizer_factory, device)

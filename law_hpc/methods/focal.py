@@ -1,26 +1,30 @@
 """Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection")."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from .base import WeightingMethod
+from .base import WeightingMethod, register_method
 
 
+@register_method
 class FocalLoss(WeightingMethod):
     """FL(p_t) = -(1 - p_t)^gamma log p_t (Eq. 5, without the alpha_t balance); gamma = 0 is cross-entropy."""
 
     name = "focal"
     weight_norm = "mean"  # mean_i (1 - p_t,i)^gamma * CE_i = mean focal loss
 
+    @dataclass
+    class Options:
+        gamma: float = 2.0
+        """gamma of the modulating factor (1 - p_t)^gamma; 0 = cross-entropy."""
+
     def __init__(self, gamma: float = 2.0):
         if gamma < 0:
             raise ValueError(f"focal gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
-
-    @classmethod
-    def from_config(cls, cfg, data) -> "FocalLoss":
-        return cls(gamma=cfg.train.focal_gamma)
 
     def sample_weights(self, logits, batch, epoch) -> torch.Tensor:
         # The modulating factor (1 - p_t)^gamma keeps its gradient, as in the focal loss itself;

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from .base import StepResult, WeightingMethod
+from .base import StepResult, WeightingMethod, register_method
 
 
 def detached_copies(model: torch.nn.Module) -> tuple[dict, dict]:
@@ -43,8 +43,10 @@ def l2rw_weights(model, images, labels, val_images, val_labels, lr: float) -> to
     return weights / total if total > 0 else weights
 
 
+@register_method
 class L2RW(WeightingMethod):
     name = "l2rw"
+    told = "a clean validation set"
 
     def train_step(self, batch, epoch, val_batch_fn) -> StepResult:
         images, labels = batch.images, batch.labels

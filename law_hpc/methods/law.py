@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from ..io.policy_file import schedule_differences
 from ..weighter import PolicyWeighter
-from .base import WeightingMethod
+from .base import WeightingMethod, register_method
 
 
+@register_method
 class LawPolicy(WeightingMethod):
     """Weights from a searched policy.h5 through the deterministic actor (no exploration noise)."""
 
     name = "law"
+    told = "a clean validation set (in its search)"
 
     def __init__(self, policy_path, class_counts, total_epochs: float):
         self.policy_path = str(policy_path)

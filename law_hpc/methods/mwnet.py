@@ -2,12 +2,14 @@
 clean validation data through a look-ahead SGD step of the classifier."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .base import StepResult, WeightingMethod
+from .base import StepResult, WeightingMethod, register_method
 from .l2rw import detached_copies, virtual_sgd_step
 
 
@@ -16,8 +18,17 @@ def weight_net(hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
 
 
+@register_method
 class MetaWeightNet(WeightingMethod):
     name = "mwnet"
+    told = "a clean validation set"
+
+    @dataclass
+    class Options:
+        hidden: int = 100
+        """Hidden units of the weight net V(l; Theta) (paper: 100)."""
+        meta_lr: float = 1e-3
+        """Adam lr of the weight net (paper: 1e-3)."""
 
     def __init__(self, hidden: int = 100, meta_lr: float = 1e-3):
         self.hidden, self.meta_lr = int(hidden), float(meta_lr)

@@ -4,13 +4,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import WeightingMethod
+from .base import WeightingMethod, register_method
 
 
+@register_method
 class Oracle(WeightingMethod):
     """w_i = clean_mask[index_i]; loss = sum_i w_i l_i / max(sum_i w_i, 1)."""
 
     name = "oracle"
+    told = "which labels are clean"
     # For 0/1 weights sum_w equals sum(w l) / max(sum w, 1): sum w >= 1 unless it is 0, then the loss is 0.
     weight_norm = "sum_w"
 

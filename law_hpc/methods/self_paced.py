@@ -1,10 +1,12 @@
 """Self-paced learning (Kumar et al. 2010, "Self-Paced Learning for Latent Variable Models")."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from .base import WeightingMethod
+from .base import WeightingMethod, register_method
 
 
 def smallest_loss_mask(per_sample_loss: torch.Tensor, keep_fraction: float) -> torch.Tensor:
@@ -15,6 +17,7 @@ def smallest_loss_mask(per_sample_loss: torch.Tensor, keep_fraction: float) -> t
     return mask
 
 
+@register_method
 class SelfPaced(WeightingMethod):
     """Hard 0/1 weights minimising sum_i v_i l_i - lambda sum_i v_i (Eq. 4 of Kumar et al.):
     the closed form is v_i = [l_i < lambda]. lambda grows so that the kept fraction rises linearly
@@ -23,6 +26,11 @@ class SelfPaced(WeightingMethod):
     name = "self_paced"
     weight_norm = "sum_w"  # mean loss over the kept samples
 
+    @dataclass
+    class Options:
+        start_fraction: float = 0.5
+        """Fraction of samples kept in the first epoch (rises linearly to 1)."""
+
     def __init__(self, total_epochs: float, start_fraction: float = 0.5):
         if not 0.0 < start_fraction <= 1.0:
             raise ValueError(f"self-paced start_fraction must be in (0, 1], got {start_fraction}")
@@ -30,7 +38,7 @@ class SelfPaced(WeightingMethod):
 
     @classmethod
     def from_config(cls, cfg, data) -> "SelfPaced":
-        return cls(cfg.optim.epochs, start_fraction=cfg.train.self_paced_start)
+        return cls(cfg.optim.epochs, start_fraction=cls.options(cfg).start_fraction)
 
     def keep_fraction(self, epoch: float) -> float:
         progress = min(max(epoch / max(self.total_epochs, 1e-12), 0.0), 1.0)

@@ -1,0 +1,49 @@
+"""Per-sample classification losses [B] that a weighting multiplies (Eq. 7's l_i).
+
+Cross-entropy is the paper's. The others correct the loss itself for a long tail (logit adjustment,
+Balanced Softmax, LDAM) or for noisy labels (GCE); methods/ runs each as a peer, and a weighting composes
+with any of them because every one is a per-sample loss.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """l_i = -log softmax(z_i)_{y_i}."""
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def log_prior(class_counts) -> torch.Tensor:
+    """log pi_c of the training label frequencies; an unseen class counts as one sample."""
+    counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
+    return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+
+
+def logit_adjusted(logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor, tau: float = 1.0):
+    """Logit-adjusted loss (Menon et al. 2021, Eq. 11): -log softmax(z_i + tau log pi)_{y_i}. Balanced classes
+    shift every logit equally, which leaves the softmax unchanged: cross-entropy."""
+    return F.cross_entropy(logits + tau * log_prior.to(logits), labels, reduction="none")
+
+
+def generalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, q: float = 0.7) -> torch.Tensor:
+    """GCE / L_q loss (Zhang & Sabuncu 2018, Eq. 6): (1 - p_{y_i}^q) / q; cross-entropy as q -> 0, MAE
+    (1 - p_y) at q = 1. Computed as -expm1(q log p) / q, exact for small q."""
+    log_p_true = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+    return -torch.expm1(q * log_p_true) / q
+
+
+def ldam_margins(class_counts, max_margin: float = 0.5) -> torch.Tensor:
+    """Delta_c proportional to n_c^(-1/4) (Cao et al. 2019, Eq. 12), the largest equal to `max_margin`."""
+    counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
+    margins = counts ** -0.25
+    return torch.as_tensor(margins * (max_margin / margins.max()), dtype=torch.float32)
+
+
+def ldam(logits: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """LDAM loss (Cao et al. 2019, Eq. 13): cross-entropy of s * z with the true class's logit lowered by
+    Delta_{y_i}. The paper applies it to cosine logits with s = 30; on the raw logits of our networks s = 1."""
+    shifted = logits - F.one_hot(labels, logits.shape[1]).to(logits) * margins.to(logits)[labels][:, None]
+    return F.cross_entropy(scale * shifted, labels, reduction="none")
