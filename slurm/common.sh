@@ -45,9 +45,18 @@ RUN_DIR="${RUN_DIR:-runs/${LAW_RUN_NAME}-${SLURM_JOB_ID:-local}}"
 mkdir -p "$(dirname "$RUN_DIR")"
 LAW_MAX_REQUEUES="${LAW_MAX_REQUEUES:-20}"
 law_restarts="${SLURM_RESTART_COUNT:-0}"
+# The ranks: tasks per node x the nodes this run holds. A requeued job may hold fewer nodes than it was submitted
+# with (scontrol update jobid=<id> NumNodes=1-1 NumTasks=1 NumCPUs=1 after a node failure) while its SLURM_NTASKS
+# still says the old count; the search then continues on fewer searchers (search.allow_resize).
+law_ntasks="${SLURM_NTASKS:-1}"
+if [ -n "${SLURM_NTASKS_PER_NODE:-}" ] && [ -n "${SLURM_JOB_NUM_NODES:-}" ]; then
+  law_per_node="${SLURM_NTASKS_PER_NODE%%[!0-9]*}"  # "2" or "2(x3)"
+  law_held=$(( law_per_node * SLURM_JOB_NUM_NODES ))
+  [ "$law_held" -lt "$law_ntasks" ] && law_ntasks="$law_held"
+fi
 
 echo "law_hpc: $(date "+%F %T") job ${SLURM_JOB_ID:-?} restart $law_restarts on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
-     "${SLURM_NTASKS:-1} ranks, run dir $RUN_DIR"
+     "$law_ntasks ranks, run dir $RUN_DIR"
 # Slurm requeues on its own too (node failure, PreemptMode=REQUEUE): the cap holds for those as well.
 if [ "$law_restarts" -gt "$LAW_MAX_REQUEUES" ]; then
   echo "law_hpc: job ${SLURM_JOB_ID:-?} failed: requeued $law_restarts times, more than LAW_MAX_REQUEUES=$LAW_MAX_REQUEUES;" \
@@ -58,7 +67,7 @@ fi
 # Not --kill-on-bad-exit: a rank exiting 75 first would get the others killed while they still close their
 # files (the job then ends 143, not 75, and is not requeued). Instead, LAW_SRUN_WAIT s after the first rank
 # ends srun ends the rest: ranks left waiting in a collective for a crashed one stop within that time.
-law_srun=(srun --mpi="${LAW_SRUN_MPI:-pmix}" --kill-on-bad-exit=0 --wait="${LAW_SRUN_WAIT:-30}")
+law_srun=(srun --mpi="${LAW_SRUN_MPI:-pmix}" --kill-on-bad-exit=0 --wait="${LAW_SRUN_WAIT:-30}" --ntasks="$law_ntasks")
 # Each task gets (and is bound to) the cores the job asked per task, not one core.
 [ -n "${SLURM_CPUS_PER_TASK:-}" ] && law_srun+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
 # One GPU per task, bound: each rank sees only its own (CUDA_VISIBLE_DEVICES) and uses cuda:0.

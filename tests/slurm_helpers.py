@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -95,13 +94,3 @@ def rank_processes(job_id: str, module: str = "law_hpc.", node: str | None = Non
         if len(found) >= count or time.time() > deadline:
             return [found[rank] for rank in sorted(found)]
         time.sleep(0.1)
-
-
-def time_limit_checks(log: Path) -> list[float]:
-    """When slurmctld checked time limits (it does every 30 s, PERIODIC_TIMEOUT, not configurable; logged at
-    SlurmctldDebug=debug2), as epoch seconds."""
-    stamps = []
-    for line in log.read_text(errors="replace").splitlines():
-        if "Testing job time limits" in line:
-            stamps.append(datetime.strptime(line[1:24], "%Y-%m-%dT%H:%M:%S.%f").timestamp())
-    return stamps
