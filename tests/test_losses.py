@@ -71,3 +71,18 @@ def test_ldam_drw_weights_nothing_before_the_deferred_epoch_and_by_class_after()
     weights = method.sample_weights(logits, samples, epoch=8.0)
     assert torch.equal(weights, method.class_weights[labels])
     assert method.class_weights[2] > method.class_weights[1] > method.class_weights[0]
+
+
+def test_elr_targets_follow_the_predictions_and_without_lambda_it_is_cross_entropy():
+    method = set_up(create_method("elr", train_size=10, num_classes=3, beta=0.7, lam=3.0), model_factory)
+    images, labels = batch(5)
+    samples = Batch(images, labels, torch.arange(10))
+    logits = method.model(images)
+    loss = method.per_sample_loss(logits, samples)
+    p = F.softmax(logits.detach(), 1).clamp(1e-4, 1 - 1e-4)
+    p = p / p.sum(1, keepdim=True)
+    torch.testing.assert_close(method.targets, 0.3 * p)  # from zero: (1 - beta) p after one step
+    torch.testing.assert_close(loss, losses.cross_entropy(logits, labels) + 3.0 * torch.log1p(-(0.3 * p * p).sum(1)))
+    assert (loss < losses.cross_entropy(logits, labels)).all()  # log(1 - <t, p>) < 0: agreeing lowers the loss
+    plain = create_method("elr", train_size=10, num_classes=3, lam=0.0)
+    torch.testing.assert_close(plain.per_sample_loss(logits, samples), losses.cross_entropy(logits, labels))

@@ -86,7 +86,8 @@ OPTIONS = {"focal": {"gamma": 2.0}, "class_balanced": {"class_counts": (50, 30, 
            "coteaching": {"forget_rate": 0.3, "forget_epochs": 2}, "l2rw": {}, "mwnet": {"hidden": 8},
            "oracle": {"clean_mask": np.arange(BATCH) % 3 != 0}, "uniform": {},
            "logit_adjusted": {"class_counts": (50, 30, 20)}, "balanced_softmax": {"class_counts": (50, 30, 20)},
-           "gce": {"q": 0.7}, "ldam_drw": {"class_counts": (50, 30, 20), "total_epochs": 1.0}}
+           "gce": {"q": 0.7}, "ldam_drw": {"class_counts": (50, 30, 20), "total_epochs": 1.0},
+           "elr": {"train_size": BATCH, "num_classes": NUM_CLASSES}}
 
 
 # ---------------------------------------------------------------- registry and the common interface
@@ -105,7 +106,9 @@ def test_registry_names_and_unknown_name():
 def test_train_step_and_checkpoint_roundtrip(name):
     method = set_up(create_method(name, **OPTIONS[name]))
     data = batch(1)
-    expected_loss = method.per_sample_loss(method.eval_model()(data[0]), data[1]).mean().detach()
+    probe = copy.deepcopy(method)  # a per-sample loss may update state (ELR's targets)
+    samples = Batch(*data, torch.arange(BATCH))
+    expected_loss = probe.per_sample_loss(probe.eval_model()(data[0]), samples).mean().detach()
     out = step(method, data, epoch=0.5)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss) and not out.loss.requires_grad
     torch.testing.assert_close(out.loss, expected_loss)  # the unweighted mean loss before the step

@@ -47,3 +47,13 @@ def ldam(logits: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, scal
     Delta_{y_i}. The paper applies it to cosine logits with s = 30; on the raw logits of our networks s = 1."""
     shifted = logits - F.one_hot(labels, logits.shape[1]).to(logits) * margins.to(logits)[labels][:, None]
     return F.cross_entropy(scale * shifted, labels, reduction="none")
+
+
+def early_learning_regularized(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, lam: float):
+    """ELR loss (Liu et al. 2020, Eq. 6): CE + lambda log(1 - <t_i, p_i>), t_i the running average of the
+    network's own predictions (the targets, detached). The term pulls p_i towards t_i, what the network
+    predicted while it was still learning clean patterns, and away from memorising a wrong label."""
+    probabilities = F.softmax(logits, dim=1).clamp(1e-4, 1 - 1e-4)
+    probabilities = probabilities / probabilities.sum(dim=1, keepdim=True)
+    agreement = (targets.to(logits) * probabilities).sum(dim=1)
+    return F.cross_entropy(logits, labels, reduction="none") + lam * torch.log1p(-agreement)

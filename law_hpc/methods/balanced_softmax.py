@@ -21,5 +21,5 @@ class BalancedSoftmax(WeightingMethod):
     def from_config(cls, cfg, data) -> "BalancedSoftmax":
         return cls(data.train_label_counts)
 
-    def per_sample_loss(self, logits, labels):
-        return logit_adjusted(logits, labels, self.log_prior, 1.0)
+    def per_sample_loss(self, logits, batch):
+        return logit_adjusted(logits, batch.labels, self.log_prior, 1.0)

@@ -52,6 +52,9 @@ class WeightingMethod:
     """What the method is told beyond the noisy training labels (the benchmark tables state it)."""
     Options = None
     """A dataclass of the method's options (config section methods.<name>), or None."""
+    allgather: Callable = staticmethod(lambda mine: [mine])
+    """Every rank's object, in rank order (the test phase sets Horovod's): per-sample state stays alike on every
+    data-parallel rank."""
 
     @classmethod
     def options(cls, cfg):
@@ -81,9 +84,9 @@ class WeightingMethod:
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def per_sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def per_sample_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """[B] the loss each weight multiplies (law/losses.py): cross-entropy unless the method corrects it."""
-        return cross_entropy(logits, labels)
+        return cross_entropy(logits, batch.labels)
 
     def sample_weights(self, logits: torch.Tensor, batch: Batch, epoch: float) -> torch.Tensor | None:
         """[B] weights of the batch's samples; None = uniform. `epoch` is the training progress in epochs."""
@@ -93,7 +96,7 @@ class WeightingMethod:
         """One SGD step on `batch`; `val_batch_fn()` gives a clean validation minibatch (meta-learning peers)."""
         self.model.train()
         logits = self.model(batch.images)
-        per_sample_loss = self.per_sample_loss(logits, batch.labels)
+        per_sample_loss = self.per_sample_loss(logits, batch)
         weights = self.sample_weights(logits, batch, epoch)
         if weights is None:
             weights = torch.ones_like(per_sample_loss)

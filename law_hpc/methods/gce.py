@@ -25,5 +25,5 @@ class GeneralizedCrossEntropy(WeightingMethod):
             raise ValueError(f"gce q must be in (0, 1], got {q}")
         self.q = float(q)
 
-    def per_sample_loss(self, logits, labels):
-        return generalized_cross_entropy(logits, labels, self.q)
+    def per_sample_loss(self, logits, batch):
+        return generalized_cross_entropy(logits, batch.labels, self.q)

@@ -43,8 +43,8 @@ class LdamDrw(WeightingMethod):
         options = cls.options(cfg)
         return cls(data.train_label_counts, cfg.optim.epochs, options.max_margin, options.scale, options.drw_fraction)
 
-    def per_sample_loss(self, logits, labels):
-        return ldam(logits, labels, self.margins, self.scale)
+    def per_sample_loss(self, logits, batch):
+        return ldam(logits, batch.labels, self.margins, self.scale)
 
     def sample_weights(self, logits, batch, epoch):
         if epoch < self.drw_epoch:

@@ -27,5 +27,5 @@ class LogitAdjusted(WeightingMethod):
     def from_config(cls, cfg, data) -> "LogitAdjusted":
         return cls(data.train_label_counts, tau=cls.options(cfg).tau)
 
-    def per_sample_loss(self, logits, labels):
-        return logit_adjusted(logits, labels, self.log_prior, self.tau)
+    def per_sample_loss(self, logits, batch):
+        return logit_adjusted(logits, batch.labels, self.log_prior, self.tau)
