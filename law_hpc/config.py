@@ -29,6 +29,10 @@ class DataConfig:
     """dali | torch: the training-batch pipeline (DALI on the GPU when CUDA is present, else on the CPU)."""
     dali_device: str = "auto"
     """auto | cpu | gpu: where DALI runs; gpu without CUDA is an error."""
+    val_root: str = ""
+    """Image folders: a folder of images whose labels you trust, <val_root>/<class>/*, with the class names of
+    train/: the validation split (LAW's reward, the choice of the policy, the best model). Empty: val_size images
+    carved out of the training folder, whose labels are then only as clean as the folder's."""
     search_train_size: int = 10000
     """Training images in the search subset (paper: 20k of CIFAR's 50k); 0 = all not used for validation."""
     val_size: int = 2000
@@ -51,7 +55,10 @@ class DataConfig:
     discard_keep: float = 0.04
     """discard: the fraction of those classes kept (paper: 4 %)."""
     augment: str = "none"
-    """none | crop_flip (pad-4 random crop + horizontal flip; random-resized-crop for imagenet)."""
+    """Training augmentation. In-memory datasets: none | crop_flip (pad-4 random crop + horizontal flip).
+    Image folders: none (resize + centre crop, as evaluated) | flip (the same, flipped at random) |
+    random_resized_crop (the ImageNet recipe, with a flip; crop_flip means the same). Digits, documents or
+    scans whose class a flip or a crop changes want none."""
     batch_size: int = 128
     """Training batch per rank."""
     eval_batch_size: int = 1000
@@ -131,6 +138,7 @@ class SearchConfig:
     """k in r_w = s * exp(k * ce / ne) (Eq. 9)."""
     smoothing: float = 0.9
     """EMA factor of l_smooth and acc_smooth in the stage state."""
+
     max_iters_per_epoch: int = 0
     """Cap on iterations per epoch (0 = the whole split); for smoke runs."""
 
@@ -286,7 +294,7 @@ _FIXED_CHOICES = {
     "data.dali_device": {"auto", "cpu", "gpu"},
     "data.noise_mode": {"none", "uniform_mix", "flip", "pair"},
     "data.imbalance": {"none", "discard", "long_tail"},
-    "data.augment": {"none", "crop_flip"},
+    "data.augment": {"none", "crop_flip", "flip", "random_resized_crop"},
     "data.on_corrupt_image": {"fail", "skip"},
     "strategy.exploration": {"gaussian", "ou"},
     "strategy.density": {"cosine", "dot"},
@@ -395,6 +403,9 @@ def validate(cfg: Config) -> None:
         (cfg.optim.epochs >= 1, "optim.epochs", "must be >= 1"),
         (s.epochs >= 0, "search.epochs", "must be >= 0 (0 = optim.epochs)"),
         (s.eval_every >= 1, "search.eval_every", "must be >= 1"),
+        (not d.val_root or d.dataset == "imagenet", "data.val_root", "is for image folders (data.dataset=imagenet)"),
+        (d.augment in ("none", "crop_flip") or d.dataset == "imagenet", "data.augment",
+         f"'{d.augment}' is for image folders (data.dataset=imagenet); in-memory data takes none or crop_flip"),
         (st.action_scale > 0, "strategy.action_scale", "must be > 0"),
         (st.action_penalty >= 0, "strategy.action_penalty", "must be >= 0"),
         (st.random_episodes >= 0, "strategy.random_episodes", "must be >= 0"),

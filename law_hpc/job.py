@@ -39,7 +39,7 @@ class Job:
     False: every rank checkpoints its own (the searchers)."""
 
     def __init__(self, cfg, dist, run_dir: Path, resumed: bool):
-        from .data import Screening, build_data  # the data layer pulls in DALI/torchvision: import when needed
+        from .data import CorruptionSpec, Screening, build_data  # pulls in DALI/torchvision: import when needed
 
         self.cfg, self.dist, self.run_dir = cfg, dist, run_dir
         self.console = Console(self.prefix, dist.rank)
@@ -48,6 +48,13 @@ class Job:
         self.data = build_data(cfg.data, purpose=self.purpose, seed=cfg.seed, rank=dist.rank, world_size=dist.size,
                                device=dist.device, screening=Screening(run_dir / "screened.h5", dist.rank, dist.size,
                                                                        dist.allgather_object))
+        corruption = CorruptionSpec.from_config(cfg.data)
+        self.console.info(f"data: {cfg.data.dataset} at {cfg.data.root}; {corruption.describe()}; validation: "
+                          f"{cfg.data.val_root or 'carved out of the training labels'}")
+        if not cfg.data.val_root and corruption.noise_mode == "none" and cfg.data.dataset == "imagenet":
+            self.console.warning("the validation split is carved out of the folder's own labels, and LAW assumes "
+                                 "them clean (its reward and the choice of the policy rest on them): give a trusted "
+                                 "folder as data.val_root")
         self.build()
         self.history = RowHistory(self.row_type)  # the log's rows: a resume rewrites the log from them
         self.preemption = Preemption(dist, cfg.stop_check_seconds, cfg.stop_check_iterations, self.console)

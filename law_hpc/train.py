@@ -19,16 +19,17 @@ if __name__ == "__main__":  # first, before torch: a stop request while the rank
 import argparse
 import dataclasses
 import hashlib
+import math
 import sys
 
 import torch
 
-from .config import Config
+from .config import Config, to_yaml
 from .engine.evaluation import sharded_accuracy
 from .engine.preemption import EXIT_PREEMPTED
 from .engine.schedule import StageSchedule
 from .engine.steps import StepProgress, run_steps
-from .io.metrics import EpochRow, train_layout
+from .io.metrics import EpochRow, git_commit, train_layout
 from .job import Job
 from .launch import add_config_options, run_entry_point
 from .methods import list_methods
@@ -45,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "train.method")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--force", action="store_true", help="resume a run directory even if its config differs")
+    parser.add_argument("--list-policies", action="store_true",
+                        help="list the shipped policies (--policy NAME) with what they were searched on, and exit")
     return add_config_options(parser).parse_args(argv)
 
 
@@ -65,6 +68,7 @@ class Training(Job):
             lr_scale=dist.size if cfg.train.scale_lr else 1,
             warmup_epochs=max(cfg.optim.warmup_epochs, 1.0) if data_parallel else cfg.optim.warmup_epochs)
         self.method = build_method(cfg, data)
+        self.method.allgather = dist.allgather_object  # per-sample state (ELR's targets) alike on every rank
 
         def model_factory(variant: int = 0):
             with torch.random.fork_rng(devices=[]):  # the same initialisation for every method of a seed
@@ -119,6 +123,8 @@ class Training(Job):
     def accuracy(self, shard) -> float:
         """Top-1 accuracy of the method's model over a set of which every rank evaluates its `shard` (a
         collective: every rank calls it at the same point)."""
+        if shard is None:  # a folder without a test set
+            return float("nan")
         model = self.method.eval_model()
         self.dist.average_batchnorm_statistics(model)
         return sharded_accuracy(model, shard, self.dist.allgather_object)
@@ -154,9 +160,31 @@ class Training(Job):
             if self.dist.is_root:
                 self.log.append([row])
                 self.report(row)
+                self.export_model(row)
             if self.preemption.agreed():
                 return EXIT_PREEMPTED
+        if self.dist.is_root:
+            best, last = max(self.history.rows, key=lambda r: r.val_acc), self.history.rows[-1]
+            self.console.info(f"done in {self.progress.elapsed()}: {self.run_dir / 'model.pt'} (epoch "
+                              f"{last.epoch + 1}, validation {last.val_acc:.4f}{_test_text(last)}); "
+                              f"{self.run_dir / 'model_best.pt'} (epoch {best.epoch + 1}, best validation "
+                              f"{best.val_acc:.4f}{_test_text(best)}); law_hpc.models.load(path) gives either back")
         return 0
+
+    def export_model(self, row: EpochRow) -> None:
+        """model.pt after every epoch, model_best.pt when the validation accuracy is the best so far (rank 0)."""
+        from .models import model_options
+        from .models.files import save_model_file
+
+        about = dict(name=self.cfg.model.name, options=model_options(self.cfg.model), num_classes=self.data.num_classes,
+                     in_channels=self.data.in_channels, image_size=self.data.image_size, classes=self.data.classes,
+                     mean=list(self.data.mean), std=list(self.data.std), method=self.method.name,
+                     policy=self.cfg.train.policy if self.method.name == "law" else "", epoch=row.epoch + 1,
+                     val_acc=row.val_acc, test_acc=row.test_acc, config_yaml=to_yaml(self.cfg), git_commit=git_commit())
+        model = self.method.eval_model()
+        save_model_file(self.run_dir / "model.pt", model, **about)
+        if row.val_acc >= max(r.val_acc for r in self.history.rows):
+            save_model_file(self.run_dir / "model_best.pt", model, **about)
 
     def train_epoch(self, batches, progress: "EpochProgress") -> bool:
         """The rest of an epoch from where `progress` stands; False when a stop was agreed before its end."""
@@ -198,6 +226,11 @@ class Training(Job):
                           f"lr {row.lr:.4g} loss {row.train_loss:.4f} test {row.test_acc:.4f} val {row.val_acc:.4f} "
                           f"w {row.weight_mean:.3f}±{row.weight_std:.3f} {row.samples_per_second:,.0f} samples/s "
                           f"{row.seconds:.1f}s | {self.progress.suffix(row.epoch + 1)}")
+
+
+def _test_text(row: EpochRow) -> str:
+    """", test 0.8123" where there is a test set."""
+    return "" if math.isnan(row.test_acc) else f", test {row.test_acc:.4f}"
 
 
 class ValidationBatches:
@@ -297,8 +330,18 @@ def with_method_of(args):
     return adjust
 
 
+def list_policies() -> int:
+    """--list-policies: each shipped policy, what it was searched on, its validation gap."""
+    from .io.policy_file import describe_policy, shipped_policies
+    for name in shipped_policies():
+        print(f"{name}: {describe_policy(name)}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.list_policies:
+        return list_policies()
     return run_entry_point(args, "train", Training, adjust=with_method_of(args))
 
 

@@ -1,12 +1,25 @@
-"""Apply a learned policy in any training loop: per-sample weights from (logits, labels, stage).
+"""Apply a learned policy in any training loop: `LAWLoss` (a loss), or per-sample weights from (logits, labels, stage).
+
+    law_loss = LAWLoss.from_policy("runs/search-x/policy.h5", class_counts, steps_per_epoch, epochs)
+    loss = law_loss(logits, labels, step)               # step counted over the whole training
+
+or, step by step:
 
     weighter = PolicyWeighter.from_file("runs/search-x/policy.h5", class_counts=train_label_counts)
-    weights = weighter.weights(logits, labels, stage)          # stage = weighter.stage_of(epoch, epochs)
-    loss = (weights * F.cross_entropy(logits, labels, reduction="none")).mean()
+    total_steps = epochs * steps_per_epoch                       # the whole training, in optimiser steps
+    for step, (images, labels) in enumerate(batches):           # counted over the whole training
+        logits = model(images)
+        weights = weighter.weights(logits, labels, weighter.stage_of_step(step, total_steps))
+        loss = weighter.loss(F.cross_entropy(logits, labels, reduction="none"), weights)
+        ...
+        if (step + 1) % (total_steps // weighter.stages) == 0:    # at each stage end, as in the search
+            weighter.observe_validation(validation_accuracy(model))
 
 The stage state s_T = [e_T, l_smooth, acc_smooth] is kept here as in the search: l_smooth follows the
 mean loss of the batches seen in each stage, acc_smooth the validation accuracies reported through
-`observe_validation` (optional; without it acc_smooth stays at chance level).
+`observe_validation` (without it acc_smooth stays at chance level, which the policy never saw after its
+first stage). `loss` normalises as the search did (settings["weight_norm"]: sum_w, i.e. sum_i w_i l_i /
+sum_i w_i, for every shipped policy; a plain mean would scale the learning rate by the mean weight).
 """
 from __future__ import annotations
 
@@ -19,13 +32,46 @@ import torch.nn.functional as F
 
 from .io.policy_file import load_policy
 from .law.features import item_features, log_class_frequencies
-from .law.policy import sample_weights
+from .law.policy import sample_weights, weighted_mean_loss
+
+
+class LAWLoss:
+    """A searched policy as a loss: `law_loss(logits, labels, step)` is the weighted batch loss of optimiser step
+    `step` (counted over the whole training), with the policy's stage and normalisation handled.
+
+        law_loss = LAWLoss.from_policy("fmnist_noisy_mlp", class_counts, steps_per_epoch, epochs)
+        loss = law_loss(logits, labels, step)       # then loss.backward() as usual
+        law_loss.observe_validation(val_accuracy)   # at each stage end (law_loss.stage_ends(step) says when)
+    """
+
+    def __init__(self, weighter: "PolicyWeighter", total_steps: int, base_loss=None):
+        self.weighter, self.total_steps = weighter, int(total_steps)
+        self.base_loss = base_loss or (lambda logits, labels: F.cross_entropy(logits, labels, reduction="none"))
+
+    @classmethod
+    def from_policy(cls, name_or_path, class_counts, steps_per_epoch: int, epochs: int, base_loss=None) -> "LAWLoss":
+        """A shipped policy's name or a policy.h5 path; the class counts of YOUR training labels; the schedule."""
+        return cls(PolicyWeighter.from_file(name_or_path, class_counts=class_counts), steps_per_epoch * epochs,
+                   base_loss)
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
+        weights = self.weighter.weights(logits, labels, self.weighter.stage_of_step(step, self.total_steps))
+        return self.weighter.loss(self.base_loss(logits, labels), weights)
+
+    def stage_ends(self, step: int) -> bool:
+        """Whether step `step` is the last of a stage: report a validation accuracy then, as the search did."""
+        return (step + 1) % max(1, self.total_steps // self.weighter.stages) == 0
+
+    def observe_validation(self, accuracy: float) -> None:
+        """A clean validation accuracy (fraction) at a stage end; without it acc_smooth stays at chance."""
+        self.weighter.observe_validation(accuracy)
 
 
 class PolicyWeighter:
     """The deterministic actor mu(s_T) of a search, turned into K_T(f) = 1 + tanh(theta_T f + b) (Eq. 3-4)."""
 
-    def __init__(self, model, settings: dict, log_class_freq: np.ndarray, smoothing: float = 0.9):
+    def __init__(self, model, settings: dict, log_class_freq: np.ndarray, smoothing: float | None = None):
+        smoothing = float(settings.get("smoothing", 0.9)) if smoothing is None else smoothing  # the search's
         self.model, self.settings, self.smoothing = model, settings, smoothing
         self.stages, self.warmup_stages = int(settings["stages"]), int(settings["warmup_stages"])
         self.log_class_freq = torch.as_tensor(log_class_freq, dtype=torch.float32)
@@ -34,9 +80,13 @@ class PolicyWeighter:
         self._stage, self._loss_sum, self._loss_count, self._action = -1, 0.0, 0, None
 
     @classmethod
-    def from_file(cls, path, class_counts=None, smoothing: float = 0.9) -> "PolicyWeighter":
-        """Load policy.h5; `class_counts` (observed labels of YOUR training set) sets the label feature."""
+    def from_file(cls, path, class_counts=None, smoothing: float | None = None) -> "PolicyWeighter":
+        """Load policy.h5; `class_counts` (observed labels of YOUR training set, one count per class) sets the
+        label feature; `smoothing` of the stage state defaults to the search's."""
         model, settings, log_class_freq = load_policy(path)
+        classes = int(settings["num_classes"])
+        if class_counts is not None and len(class_counts) != classes:
+            raise ValueError(f"{path} was searched with {classes} classes; class_counts has {len(class_counts)}")
         gap = settings.get("validation_gap")
         if gap is not None and gap <= 0:
             warnings.warn(f"{path}: this policy did not beat uniform training on its search's validation split "
@@ -45,9 +95,23 @@ class PolicyWeighter:
             log_class_freq = log_class_frequencies(class_counts)
         return cls(model, settings, log_class_freq, smoothing)
 
+    def stage_of_step(self, step: int, total_steps: int) -> int:
+        """The policy stage (0-based) of optimiser step `step` of a training of `total_steps`, cut into the
+        search's stages of equal step counts exactly as the search cut its episodes (engine/schedule.py)."""
+        return min(step // max(1, total_steps // self.stages), self.stages - 1)
+
     def stage_of(self, epoch: float, total_epochs: float) -> int:
-        """The policy stage (0-based) of a point in training; training is cut into the search's stages."""
+        """The stage of a fractional epoch (step / steps per epoch); stage_of_step is exact at stage ends."""
         return min(int(epoch / total_epochs * self.stages), self.stages - 1)
+
+    @property
+    def weight_norm(self) -> str:
+        """How the search combined weights and losses: "sum_w" or "mean" (law.policy.weighted_mean_loss)."""
+        return str(self.settings["weight_norm"])
+
+    def loss(self, per_sample_loss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The weighted loss of a batch, normalised as in the search (Eq. 7)."""
+        return weighted_mean_loss(per_sample_loss, weights, self.weight_norm)
 
     def observe_validation(self, accuracy: float) -> None:
         """Report a validation accuracy (fraction); it enters acc_smooth as in the search."""
@@ -76,6 +140,8 @@ class PolicyWeighter:
     @torch.no_grad()
     def weights(self, logits: torch.Tensor, labels: torch.Tensor, stage: int) -> torch.Tensor:
         """Per-sample weights [B] for a batch; 1 during the search's warm-up stages."""
+        if labels.numel() and int(labels.max()) >= len(self.log_class_freq):
+            raise ValueError(f"label {int(labels.max())} is beyond this policy's {len(self.log_class_freq)} classes")
         action = self.action(stage)
         self._loss_sum += float(F.cross_entropy(logits.detach().float(), labels))
         self._loss_count += 1

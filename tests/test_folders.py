@@ -100,3 +100,41 @@ def test_two_ranks_share_the_screening_and_skip_the_same_files(export, tmp_path)
     with h5py.File(tmp_path / "run" / "split.h5", "r") as f:
         used = len(f["train_index"]) + len(f["val_index"])
     assert len(entries) == used  # every file the search reads, once
+
+
+@pytest.mark.parametrize("backend", ["dali", "torch"])
+def test_data_augment_is_honoured_for_image_folders(export, backend):
+    """none: a training image is the image as evaluated (resize + centre crop); flip: that or its mirror;
+    random_resized_crop (the ImageNet recipe): other crops."""
+    def first_batch(augment):
+        data = build_data(folder_config(export, backend, f"data.augment={augment}"), purpose="train", seed=0, rank=0,
+                          world_size=1, device=CPU)
+        evaluated = torch.cat([images for images, _ in data.training_set().batches()])
+        batch = next(data.train.iterate(5))
+        return batch.images, evaluated[batch.index]
+
+    images, evaluated = first_batch("none")
+    torch.testing.assert_close(images, evaluated, rtol=0, atol=1e-5)
+    images, evaluated = first_batch("flip")
+    flipped = [not torch.allclose(image, plain, atol=1e-5) for image, plain in zip(images, evaluated)]
+    torch.testing.assert_close(torch.stack([p.flip(-1) if f else p for p, f in zip(evaluated, flipped)]), images,
+                               rtol=0, atol=1e-5)
+    assert 0 < sum(flipped) < len(flipped)
+    images, evaluated = first_batch("random_resized_crop")
+    cropped = [not (torch.allclose(image, plain, atol=1e-3) or torch.allclose(image, plain.flip(-1), atol=1e-3))
+               for image, plain in zip(images, evaluated)]
+    assert sum(cropped) > len(cropped) // 2
+
+
+def test_a_trusted_folder_is_the_validation_split_and_must_hold_every_class(export, tmp_path):
+    trusted = tmp_path / "trusted"
+    shutil.copytree(export / "val", trusted)
+    data = build_data(folder_config(export, "torch", f"data.val_root={trusted}"), purpose="train", seed=0, rank=0,
+                      world_size=1, device=CPU)
+    trusted_labels = scan_image_folder(tmp_path, "trusted").labels
+    assert len(data.val) == len(trusted_labels) and len(data.split.val_index) == 0  # nothing carved out of train/
+    assert np.array_equal(torch.cat([labels for _, labels in data.val.batches()]).numpy(), trusted_labels)
+    shutil.rmtree(sorted(trusted.iterdir())[3])
+    with pytest.raises(ValueError, match="has no images of class"):
+        build_data(folder_config(export, "torch", f"data.val_root={trusted}"), purpose="train", seed=0, rank=0,
+                   world_size=1, device=CPU)

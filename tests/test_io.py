@@ -154,6 +154,44 @@ def test_policy_file_round_trip_and_weighter(tmp_path):
         load_policy(_foreign(tmp_path))
 
 
+def test_the_weighter_cuts_stages_as_the_search_and_refuses_what_does_not_fit(tmp_path):
+    from law_hpc.engine.schedule import StageSchedule
+
+    torch.manual_seed(0)
+    save_policy(tmp_path / "policy.h5", StrategyModel(4, 3, 8, 1.0), _settings(smoothing=0.5),
+                np.log([0.5, 0.25, 0.25]))
+    weighter = PolicyWeighter.from_file(tmp_path / "policy.h5", class_counts=[50, 25, 25])
+    assert weighter.smoothing == 0.5 and weighter.weight_norm == "mean"  # the search's, from the file
+    for per_epoch, epochs in ((7, 3), (10, 4), (13, 20)):  # stage ends inside epochs, and on epoch ends
+        schedule = StageSchedule(stages=4, warmup_stages=1, iterations_per_epoch=per_epoch, epochs=epochs, base_lr=0.1)
+        total = per_epoch * epochs
+        assert [weighter.stage_of_step(step, total) for step in range(total)] == \
+            [schedule.stage_of_step(step) for step in range(total)]
+    with pytest.raises(ValueError, match="searched with 3 classes; class_counts has 10"):
+        PolicyWeighter.from_file(tmp_path / "policy.h5", class_counts=[10] * 10)
+    with pytest.raises(ValueError, match="label 5 is beyond this policy's 3 classes"):
+        weighter.weights(torch.randn(2, 6), torch.tensor([0, 5]), stage=2)
+
+
+def test_law_loss_is_the_weighter_step_by_step(tmp_path):
+    import torch.nn.functional as F
+
+    from law_hpc.weighter import LAWLoss
+    torch.manual_seed(0)
+    save_policy(tmp_path / "policy.h5", StrategyModel(4, 3, 8, 1.0), _settings(weight_norm="sum_w"),
+                np.log([0.5, 0.25, 0.25]))
+    law_loss = LAWLoss.from_policy(tmp_path / "policy.h5", [50, 25, 25], steps_per_epoch=5, epochs=4)
+    weighter = PolicyWeighter.from_file(tmp_path / "policy.h5", class_counts=[50, 25, 25])
+    for step in range(20):
+        logits, labels = torch.randn(8, 3), torch.randint(0, 3, (8,))
+        weights = weighter.weights(logits, labels, weighter.stage_of_step(step, 20))
+        expected = (weights * F.cross_entropy(logits, labels, reduction="none")).sum() / weights.sum()
+        torch.testing.assert_close(law_loss(logits, labels, step), expected)
+        assert law_loss.stage_ends(step) == (step in (4, 9, 14, 19))
+    with pytest.raises(ValueError, match="class_counts has 2"):
+        LAWLoss.from_policy(tmp_path / "policy.h5", [50, 50], steps_per_epoch=5, epochs=4)
+
+
 def _foreign(tmp_path):
     path = tmp_path / "foreign.h5"
     with h5py.File(path, "w") as f:

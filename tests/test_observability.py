@@ -1,7 +1,6 @@
 """Observable runs, on real jobs: time-stamped progress with elapsed time and ETA, the status attribute that
 tools/watch.py follows to the end, flat tables for pandas (to_dataframe, tools/export_csv.py), TensorBoard."""
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import pytest
 
 from law_hpc.io.metrics import read_stages, to_dataframe
 from law_hpc.io.progress import Progress, clock_text
-from search_helpers import REPO, SMOKE, interrupt_after_rows, run_search, search_command
+from search_helpers import REPO, SMOKE, interrupt_after_rows, run_search, search_command, start_job, wait_for_rows
 
 TOOLS = REPO / "tools"
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
@@ -90,18 +89,21 @@ def test_preempted_then_resumed_statuses(tmp_path):
 
 
 def test_a_run_that_fails_mid_job_says_failed(tmp_path):
-    """Unreadable training images with data.on_corrupt_image=fail stop the (torch-backend) search mid-epoch."""
+    """Training images damaged while a (torch-backend) search runs, after the start-up screening passed them:
+    with data.on_corrupt_image=fail the search stops at the next batch that reads one, and says failed."""
     export = subprocess.run([sys.executable, str(TOOLS / "export_dataset.py"), "--format", "imagenet", "--out",
                              str(tmp_path / "imagenet"), "--per-class", "30", "--test-per-class", "5"],
                             capture_output=True, text=True, timeout=300)
     assert export.returncode == 0, export.stderr
-    for victim in (tmp_path / "imagenet" / "train").glob("*/*.JPEG"):
-        victim.write_bytes(victim.read_bytes()[:100])  # truncated: the first training batch fails
-    proc = run_search(tmp_path / "run", overrides=ONE_EPISODE + [
+    proc = start_job(search_command(tmp_path / "run", overrides=ONE_EPISODE + [
         "data.dataset=imagenet", f"data.root={tmp_path / 'imagenet'}", "data.backend=torch", "data.image_size=32",
-        "data.val_size=45", "data.search_train_size=100"])
-    assert proc.returncode not in (0, 2, 75), proc.stdout[-1000:] + proc.stderr[-2000:]
-    assert "cannot decode image" in proc.stderr
+        "data.val_size=45", "data.search_train_size=100", "optim.epochs=40"]))
+    wait_for_rows(proc, tmp_path / "run" / "metrics.h5", 1)
+    for victim in (tmp_path / "imagenet" / "train").glob("*/*.JPEG"):
+        victim.write_bytes(victim.read_bytes()[:100])  # truncated: the next epoch's first batch fails
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode not in (0, 2, 75), output[-3000:]
+    assert "cannot decode image" in output
     assert status(tmp_path / "run" / "metrics.h5") == "failed"
 
 

@@ -115,6 +115,13 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
     assert_same_results(full, stopped)
 
 
+def test_a_first_ctrl_c_stops_cleanly_with_a_checkpoint_and_the_rerun_finishes(tmp_path):
+    code, output = interrupt_after_rows(tmp_path, rows=2, sig=signal.SIGINT)
+    assert code == 75 and "stop requested (SIGINT)" in output and "Traceback" not in output, output[-3000:]
+    proc = run_search(tmp_path)
+    assert proc.returncode == 0 and "resumed" in proc.stdout, proc.stderr[-3000:]
+
+
 def test_two_rank_preemption_of_one_rank_stops_both_and_resumes(tmp_path):
     code, output = interrupt_after_rows(tmp_path, rows=2, ranks=2, sig=signal.SIGTERM)
     assert code == 75 or "exit code 75" in output or "75" in output, output[-3000:]
@@ -242,3 +249,55 @@ def test_a_search_built_to_lose_says_so_and_its_policy_warns(tmp_path):
     assert searched["validation_gap"] < 0 and searched["episode"] == 0
     with pytest.warns(UserWarning, match="did not beat uniform training on its search's validation split"):
         PolicyWeighter.from_file(tmp_path / "run" / "policy.h5")
+
+
+def test_a_start_that_failed_before_its_first_checkpoint_reruns_with_the_fixed_config(tmp_path):
+    """The tool's own hint followed (here: a dataset path fixed) on the same command and run directory."""
+    proc = run_search(tmp_path / "run", overrides=["data.root=/nonexistent"])
+    assert proc.returncode == 2 and "does not exist" in proc.stderr, proc.stderr[-2000:]
+    proc = run_search(tmp_path / "run", overrides=["search.episodes=1"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (tmp_path / "file").write_text("")
+    proc = run_search(tmp_path / "file")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and errors == [f"error: --run-dir {tmp_path / 'file'} is a file, not a directory"]
+
+
+def test_the_readmes_main_command_prints_whole_lines_without_launcher_prefixes(tmp_path):
+    """`make search` (the README's first command), made short: 2 ranks, rank 0's lines as written."""
+    import subprocess
+    from search_helpers import REPO
+
+    args = f"ARGS=--config smoke --run-dir {tmp_path / 'run'} --set search.episodes=1 --set threads_per_rank=1"
+    proc = subprocess.run(["make", "--no-print-directory", "search", args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if "[law]" in line]
+    assert any("2 searcher(s)" in line for line in lines) and any("policy.h5" in line for line in lines), proc.stdout
+    assert all(line.startswith("[law] ") for line in lines), lines  # no [1,0]<stdout>: and no glued lines
+
+
+def test_the_readmes_main_command_prints_whole_lines_without_launcher_prefixes(tmp_path):
+    """`make search` (the README's first command), made short: 2 ranks, rank 0's lines as written."""
+    import subprocess
+    from search_helpers import REPO
+
+    args = f"ARGS=--config smoke --run-dir {tmp_path / 'run'} --set search.episodes=1 --set threads_per_rank=1"
+    proc = subprocess.run(["make", "--no-print-directory", "search", args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if "[law]" in line]
+    assert any("2 searcher(s)" in line for line in lines) and any("policy.h5" in line for line in lines), proc.stdout
+    assert all(line.startswith("[law] ") for line in lines), lines  # no [1,0]<stdout>: and no glued lines
+
+
+def test_search_patience_stops_after_evaluations_without_a_better_gap(tmp_path):
+    overrides = ["search.episodes=12", "search.eval_every=1", "search.patience=2", "search.min_episodes=3"]
+    proc = run_search(tmp_path, overrides=overrides)
+    assert proc.returncode == 0 and "search.patience: 2 evaluation episodes" in proc.stdout, proc.stdout[-3000:]
+    episodes = int(read_stages(tmp_path / "metrics.h5")["episode"].max()) + 1
+    with h5py.File(tmp_path / "policy.h5") as f:
+        best = int(f.attrs["episode"])
+    assert episodes == max(3, best + 1 + 2) < 12, (episodes, best)
+    proc = run_search(tmp_path, overrides=overrides)  # the same command again: done, nothing more runs
+    assert proc.returncode == 0 and int(read_stages(tmp_path / "metrics.h5")["episode"].max()) + 1 == episodes

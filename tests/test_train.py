@@ -65,11 +65,42 @@ def test_a_policy_searched_on_another_schedule_is_refused_unless_allowed(policy,
         assert "epochs 2 (searched) vs 3" in f.attrs["schedule_mismatch"]
 
 
-@pytest.mark.parametrize("method", ["coteaching", "l2rw", "mwnet", "oracle"])
+@pytest.mark.parametrize("method", ["coteaching", "l2rw", "mwnet", "oracle", "gce", "ldam_drw"])
 def test_peer_methods_run_in_the_same_harness(method, tmp_path):
     train(tmp_path, "--method", method, overrides=[*SMALL, "optim.epochs=1"])
     rows = epochs(tmp_path)
     assert len(rows["epoch"]) == 1 and np.isfinite(rows["train_loss"]).all()
+
+
+def test_a_training_leaves_model_files_that_load_and_score_as_logged(tmp_path):
+    import torch
+    from law_hpc.config import load_config
+    from law_hpc.data import build_data
+    from law_hpc.engine.evaluation import sharded_accuracy
+    from law_hpc.models import load
+
+    overrides = [*SMALL, "optim.epochs=2"]
+    proc = train(tmp_path, "--method", "uniform", overrides=overrides)
+    rows = epochs(tmp_path)
+    assert "model.pt" in proc.stdout and "law_hpc.models.load" in proc.stdout
+    cfg = load_config(SMOKE, overrides)
+    data = build_data(cfg.data, purpose="train", seed=cfg.seed, rank=0, world_size=1, device=torch.device("cpu"))
+    final, best = load(tmp_path / "model.pt"), load(tmp_path / "model_best.pt")
+    assert not final.training and sharded_accuracy(final, data.test, lambda mine: [mine]) == rows["test_acc"][-1]
+    info = final.law_hpc_info
+    assert (info["name"], info["method"], info["epoch"], info["num_classes"]) == ("mlp", "uniform", 2, 10)
+    assert info["mean"] == [0.2860] and "optim:" in info["config_yaml"] and info["val_acc"] == rows["val_acc"][-1]
+    best_epoch = int(np.argmax(rows["val_acc"][::-1]))  # the last of the best: a tie keeps the later epoch
+    assert sharded_accuracy(best, data.test, lambda mine: [mine]) == rows["test_acc"][::-1][best_epoch]
+
+
+def test_list_policies_names_each_shipped_policy_with_its_search():
+    proc = subprocess.run([sys.executable, "-m", "law_hpc.train", "--list-policies"], capture_output=True, text=True,
+                          cwd="/", timeout=120)  # from anywhere: the policies come with the package
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["fmnist_longtail", "fmnist_noisy", "fmnist_noisy_mlp"]
+    assert all("validation gap +" in line and "10 classes" in line for line in lines), lines
 
 
 def test_unknown_method_is_a_clear_error(tmp_path):
@@ -128,7 +159,7 @@ def evaluate_checkpoint_on_one_rank(run_dir, tmp_path) -> tuple[float, float]:
         training.close()
 
 
-@pytest.mark.parametrize("method", ["uniform", "mwnet"])
+@pytest.mark.parametrize("method", ["uniform", "mwnet", "elr"])
 def test_data_parallel_rank0_checkpoint_and_sharded_evaluation_equal_one_rank(tmp_path, method):
     """2 ranks, a BatchNorm network: rank 0 alone writes the checkpoint (the ranks hold one state, checked), and
     the accuracies evaluated in shards and summed equal the whole sets evaluated in one process."""

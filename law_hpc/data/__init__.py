@@ -16,7 +16,7 @@ from ..seeding import derive_seed
 from . import dali, torch_backend
 from .arrays import ArrayDataset
 from .datasets import DATASETS, load_datasets, register_dataset
-from .folders import Screening
+from .folders import Screening, trusted_folder
 from .splits import CorruptionSpec, Split, make_split
 from .types import Batch, EvalSet, Subset, TrainStream
 
@@ -45,6 +45,11 @@ class DataBundle:
     """Which images train and which validate, labels before and after corruption (saved in the run directory)."""
     val_shard: EvalSet | None = None
     """This rank's shard of the validation split (the test phase's sharded evaluation); `val` on one rank."""
+    classes: list[str] | None = None
+    """Class names in label order (an image folder's class folders; None for in-memory datasets)."""
+    mean: tuple[float, ...] = ()
+    """Per-channel mean and std the images are normalised with (model files record them)."""
+    std: tuple[float, ...] = ()
     training_set: Callable[[], EvalSet] | None = None
     """A new EvalSet of the whole training split with its observed labels, unaugmented, in split order (position i
     is Batch.index i): for methods that score every training sample (DivideMix). Every rank gets the whole split."""
@@ -76,14 +81,16 @@ def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, devi
     if purpose not in ("search", "train"):
         raise ValueError(f"unknown data purpose '{purpose}'")
     source, test_source = load_datasets(cfg)
+    trusted = trusted_folder(cfg.val_root, source.classes) if cfg.val_root else None
     rng = np.random.default_rng(derive_seed(seed, "split"))
     search = purpose == "search"
-    split = make_split(source.labels, source.num_classes, val_size=cfg.val_size,
+    split = make_split(source.labels, source.num_classes, val_size=0 if trusted else cfg.val_size,
                        train_size=cfg.search_train_size if search else cfg.train_size,
                        corruption=CorruptionSpec.from_config(cfg), rng=rng,
                        per_class=cfg.per_class_images if search else 0)
     shard = (0, 1) if search else (rank, world_size)
-    evaluations = {"val": Subset.of(source, split.val_index)}
+    evaluations = {"val": Subset.of(trusted, np.arange(len(trusted.labels))) if trusted
+                   else Subset.of(source, split.val_index)}
     if shard[1] > 1:
         evaluations["val_shard"] = evaluations["val"].part(shard)
     if not search and test_source is not None:
@@ -98,5 +105,6 @@ def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, devi
         image_size=source.images.shape[1] if in_memory else cfg.image_size,
         train_label_counts=np.bincount(split.train_observed, minlength=num_classes).astype(np.int64),
         train_clean_mask=split.train_true == split.train_observed, report=split.report, split=split,
-        val_shard=eval_sets.get("val_shard", eval_sets["val"]),
+        val_shard=eval_sets.get("val_shard", eval_sets["val"]), classes=getattr(source, "classes", None),
+        mean=tuple(source.mean), std=tuple(source.std),
         training_set=lambda: backend.eval_sets(cfg, source, {"train": training}, device, screening)["train"])

@@ -19,7 +19,7 @@ import torch
 
 from ..seeding import derive_seed
 from .arrays import ArrayDataset
-from .folders import CorruptImageLog, decode_rgb, screen_images
+from .folders import CorruptImageLog, damaged_paths, decode_rgb, screen_images
 from .order import EpochOrder
 from .torch_backend import array_eval_sets, crop_flip_params
 from .types import Batch, Subset
@@ -125,13 +125,14 @@ class DaliArrayTrainStream:
 class DaliFileTrainStream:
     """Image-folder training split: ONE pipeline per `iterate()` (a run, or a search episode), whose
     external_source reads this rank's files in the EpochOrder, epoch after epoch (DALI's PyTorch iterator
-    resets at each epoch end); decoding, random-resized-crop, flip and normalise run in DALI. Damaged files
+    resets at each epoch end); decoding, the augmentation (train_transform's), and normalise run in DALI. Damaged files
     (screened once, `damaged`) are left out of the order: fail naming them, or skip them (counted)."""
 
     def __init__(self, paths: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, image_size: int, device,
                  shard=(0, 1), dali_device: str = "cpu", num_threads: int = 1, on_corrupt: str = "fail",
-                 damaged: np.ndarray | None = None):
+                 damaged: np.ndarray | None = None, augment: str = "random_resized_crop"):
         self.paths, self.labels = paths, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+        self.augment = augment
         self.mean, self.std, self.image_size, self.device = mean, std, image_size, device
         self.dali_device, self.num_threads, self.on_corrupt = dali_device, num_threads, on_corrupt
         self.corrupt = CorruptImageLog(paths)
@@ -194,8 +195,14 @@ class DaliFileTrainStream:
                                                    dtype=[types.UINT8, types.INT64])
             images = fn.decoders.image(encoded, device="mixed" if self.dali_device == "gpu" else "cpu",
                                        output_type=types.RGB)
-            images = fn.random_resized_crop(images, size=[self.image_size, self.image_size])
-            pipe.set_outputs(_normalise_op(images, self.mean, self.std, mirror=fn.random.coin_flip()), position)
+            mirror = None if self.augment == "none" else fn.random.coin_flip()
+            if self.augment in ("none", "flip"):  # as evaluated: resize the shorter side, centre crop
+                images = fn.resize(images, resize_shorter=round(self.image_size * 256 / 224))
+                normalised = _normalise_op(images, self.mean, self.std, mirror, crop=(self.image_size, self.image_size))
+            else:
+                images = fn.random_resized_crop(images, size=[self.image_size, self.image_size])
+                normalised = _normalise_op(images, self.mean, self.std, mirror)
+            pipe.set_outputs(normalised, position)
         pipe.build()
         return pipe
 
@@ -263,10 +270,11 @@ def build_pipelines(cfg, train: Subset, evaluations: dict[str, Subset], shard: t
                                       mean=source.mean, std=source.std, augment=cfg.augment, device=device,
                                       shard=shard, dali_device=dali_device, num_threads=cfg.num_workers)
         return stream, array_eval_sets(cfg, source, evaluations, device)
-    bad = _screened([train, *evaluations.values()], screening)
+    bad = damaged_paths([train, *evaluations.values()], screening)
     paths = source.paths[train.index]
-    stream = DaliFileTrainStream(paths, train.labels, batch_size=cfg.batch_size, shard=shard,
-                                 damaged=_positions_of(paths, bad), **_file_options(cfg, source, device, dali_device))
+    stream = DaliFileTrainStream(paths, train.labels, batch_size=cfg.batch_size, shard=shard, augment=cfg.augment,
+                                 damaged=_positions_of(paths, bad),
+                                 **_file_options(cfg, source, device, dali_device))
     return stream, eval_sets(cfg, source, evaluations, device, screening, bad)
 
 
@@ -276,7 +284,7 @@ def eval_sets(cfg, source, evaluations: dict[str, Subset], device, screening=Non
     dali_device = require_dali(cfg)
     if isinstance(source, ArrayDataset):
         return array_eval_sets(cfg, source, evaluations, device)
-    bad = _screened(evaluations.values(), screening) if bad is None else bad
+    bad = damaged_paths(evaluations.values(), screening) if bad is None else bad
     sets = {}
     for name, subset in evaluations.items():
         paths = subset.source.paths[subset.index]
@@ -288,12 +296,6 @@ def eval_sets(cfg, source, evaluations: dict[str, Subset], device, screening=Non
 def _file_options(cfg, source, device, dali_device) -> dict:
     return dict(mean=source.mean, std=source.std, image_size=cfg.image_size, device=device, dali_device=dali_device,
                 num_threads=cfg.num_workers, on_corrupt=cfg.on_corrupt_image)
-
-
-def _screened(subsets, screening) -> set:
-    """The damaged files among those of `subsets` (screened once per run, folders.screen_images)."""
-    every = np.concatenate([subset.source.paths[subset.index] for subset in subsets])
-    return set(every[screen_images(every, screening)].tolist())
 
 
 def _positions_of(paths: np.ndarray, bad: set) -> np.ndarray:

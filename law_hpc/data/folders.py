@@ -60,10 +60,24 @@ def scan_image_folder(root: str | Path, part: str, classes: list[str] | None = N
 
 
 @register_dataset("imagenet")
-def image_folder(cfg) -> tuple[FileDataset, FileDataset]:
-    """An ImageNet-style folder: data.root/train/<class>/ and data.root/val/<class>/ (the test images)."""
+def image_folder(cfg) -> tuple[FileDataset, FileDataset | None]:
+    """An ImageNet-style folder: data.root/train/<class>/ and data.root/val/<class>/ (the test images; a
+    folder without val/ has no test set, and its trainings report no test accuracy)."""
     train = scan_image_folder(cfg.root, "train")
-    return train, scan_image_folder(cfg.root, "val", train.classes)
+    has_test = (Path(cfg.root) / "val").is_dir()
+    return train, scan_image_folder(cfg.root, "val", train.classes) if has_test else None
+
+
+def trusted_folder(path: str | Path, classes: list[str]) -> FileDataset:
+    """Images whose labels the user trusts, as <path>/<class>/*.JPEG with the training folder's class names:
+    LAW's validation split (its reward and the choice of the policy rest on it). Every class needs images."""
+    path = Path(path)
+    trusted = scan_image_folder(path.parent, path.name, classes)
+    missing = [name for label, name in enumerate(classes) if not np.any(trusted.labels == label)]
+    if missing:
+        raise ValueError(f"the trusted set {path} has no images of class(es) {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''} (data.val_root needs every class of train/)")
+    return trusted
 
 
 def decode_rgb(path: str):
@@ -162,6 +176,12 @@ def screen_images(paths, screening: Screening | None = None, threads: int = 8) -
         cached.update({paths[i]: (size, mtime, ok) for i, size, mtime, ok in result})
         _write_cache(screening.cache, cached)
     return np.array(sorted(i for i, _, _, ok in result if not ok), dtype=np.int64)
+
+
+def damaged_paths(subsets, screening: Screening | None = None) -> set:
+    """The damaged files among those of `subsets` (screened once per run, `screen_images`)."""
+    every = np.concatenate([subset.source.paths[subset.index] for subset in subsets])
+    return set(every[screen_images(every, screening)].tolist())
 
 
 def damaged_files(paths, threads: int = 8) -> list[int]:

@@ -26,6 +26,16 @@ class CorruptionSpec:
         return cls(data_cfg.noise_mode, data_cfg.noise_rate, data_cfg.imbalance, data_cfg.imbalance_factor,
                    tuple(data_cfg.discard_classes), data_cfg.discard_keep)
 
+    def describe(self) -> str:
+        """What is done to the training labels, in words (a job prints it at its start)."""
+        changes = []
+        if self.noise_mode != "none" and self.noise_rate > 0:
+            changes.append(f"adds {100 * self.noise_rate:g} % {self.noise_mode} noise to the training labels "
+                           "(data.noise_mode, data.noise_rate)")
+        if self.imbalance != "none":
+            changes.append(f"makes the classes imbalanced ({self.imbalance}; data.imbalance)")
+        return "; ".join(changes) or "training labels used as given (no synthetic noise or imbalance)"
+
 
 @dataclass
 class Split:

@@ -99,9 +99,15 @@ def build_pipelines(cfg, train: Subset, evaluations: dict[str, Subset], shard: t
         stream = ArrayTrainStream(source.images[train.index], train.labels, batch_size=cfg.batch_size,
                                   mean=source.mean, std=source.std, augment=cfg.augment, device=device, shard=shard)
     else:
+        from .folders import damaged_paths
         from .torch_files import FileTrainStream
+        if cfg.on_corrupt_image == "fail":  # found before training starts, once per run (screened.h5), as DALI does
+            bad = sorted(damaged_paths([train, *evaluations.values()], screening))
+            if bad:
+                more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+                raise ValueError(f"cannot decode image {bad[0]}{more} (damaged; data.on_corrupt_image=skip to skip it)")
         stream = FileTrainStream(source.paths[train.index], train.labels, batch_size=cfg.batch_size, shard=shard,
-                                 **_file_options(cfg, source, device))
+                                 augment=cfg.augment, **_file_options(cfg, source, device))
     return stream, eval_sets(cfg, source, evaluations, device)
 
 

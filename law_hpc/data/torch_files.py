@@ -17,8 +17,15 @@ from .order import EpochOrder
 from .types import Batch
 
 
-def train_transform(image_size: int, mean, std):
+def train_transform(image_size: int, mean, std, augment: str = "random_resized_crop"):
+    """data.augment for image folders: none (resize + centre crop, as evaluated), flip (the same, flipped
+    horizontally at random), random_resized_crop or crop_flip (the ImageNet recipe: random-resized-crop + flip)."""
     from torchvision.transforms import v2
+    if augment == "none":
+        return eval_transform(image_size, mean, std)
+    if augment == "flip":
+        return v2.Compose([*eval_transform(image_size, mean, std).transforms[:3], v2.RandomHorizontalFlip(),
+                           v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
     return v2.Compose([v2.ToImage(), v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
@@ -88,9 +95,9 @@ class FileTrainStream:
     """Endless shuffled, augmented batches of an image-folder training split (sharded by global rank)."""
 
     def __init__(self, paths: np.ndarray, labels: np.ndarray, *, batch_size: int, mean, std, image_size: int, device,
-                 shard=(0, 1), num_workers: int = 1, on_corrupt: str = "fail"):
+                 shard=(0, 1), num_workers: int = 1, on_corrupt: str = "fail", augment: str = "random_resized_crop"):
         self.paths, self.labels = paths, torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        self.transform, self.device = train_transform(image_size, mean, std), device
+        self.transform, self.device = train_transform(image_size, mean, std, augment), device
         self.order = EpochOrder(len(paths), batch_size, shard)
         self.batch_size, self.batches_per_epoch = batch_size, self.order.batches_per_epoch
         self.num_workers, self.on_corrupt = num_workers, on_corrupt

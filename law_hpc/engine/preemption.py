@@ -1,4 +1,5 @@
-"""SIGUSR1/SIGTERM set a flag; the ranks act on it together, within a bounded time however long a stage.
+"""SIGUSR1/SIGTERM and a first ^C (SIGINT) set a flag; the ranks act on it together, within a bounded time
+however long a stage.
 
 A handler only sets the flag: stopping mid-collective would hang the other ranks. `StopPoll` asks every
 so many iterations whether any rank got the request (one small allreduce, so all ranks must ask at the same
@@ -15,8 +16,9 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the Slurm scripts requeue the job on this co
 
 
 class StopFlag:
-    """Set by SIGUSR1/SIGTERM. One per process (`install`): the entry points install it before their heavy
-    imports, so a request that comes while a rank starts up is kept instead of killing it."""
+    """Set by SIGUSR1/SIGTERM, or by a first ^C (SIGINT; a second one interrupts at once, as Python does). One
+    per process (`install`): the entry points install it before their heavy imports, so a request that comes
+    while a rank starts up is kept instead of killing it."""
 
     _installed: "StopFlag | None" = None
 
@@ -27,7 +29,7 @@ class StopFlag:
             cls._installed = cls()
         return cls._installed
 
-    def __init__(self, signals=(signal.SIGUSR1, signal.SIGTERM)):
+    def __init__(self, signals=(signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)):
         self.requested = False
         self.signal_name = ""
         self.requested_at = 0.0
@@ -40,6 +42,8 @@ class StopFlag:
             self.requested_at = time.monotonic()
         self.requested = True
         self.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGINT:  # a clean stop is under way; a second ^C means "now"
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class StopPoll:

@@ -18,8 +18,9 @@ from ..law.policy import StrategyModel
 
 MAGIC = "law_hpc.policy/2"
 SETTINGS = ("stages", "embed_dim", "hidden", "action_scale", "action_bound", "action_terms", "density", "label_feature",
-            "weight_norm", "feature_norm", "warmup_stages", "num_classes", "epochs", "lr_decay_stages")
-"""What a policy needs to act as it did in its search."""
+            "weight_norm", "feature_norm", "warmup_stages", "num_classes", "epochs", "lr_decay_stages", "smoothing",
+            "augment")
+"""What a policy needs to act as it did in its search (older files lack smoothing and augment)."""
 OUTCOME = ("validation_gap", "validation_acc_target", "validation_acc_reference", "episode")
 """The evaluation episode that chose the policy: final validation accuracy of target and reference
 (mean over searchers), their gap, and the episode (0-based)."""
@@ -33,7 +34,8 @@ def policy_settings(cfg, num_classes: int) -> dict:
             "action_terms": list(st.action_terms), "density": st.density,
             "label_feature": st.label_feature, "weight_norm": st.weight_norm, "feature_norm": st.feature_norm,
             "warmup_stages": cfg.search.warmup_stages, "num_classes": num_classes, "epochs": cfg.search_epochs,
-            "lr_decay_stages": list(cfg.optim.lr_decay_stages)}
+            "lr_decay_stages": list(cfg.optim.lr_decay_stages), "smoothing": cfg.search.smoothing,
+            "augment": cfg.data.augment}
 
 
 def new_strategy_model(settings: dict) -> StrategyModel:
@@ -49,7 +51,7 @@ def save_policy(path: str | Path, model: StrategyModel, settings: dict, log_clas
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with h5py.File(temporary, "w") as file:
         file.attrs["format"] = MAGIC
-        for key in SETTINGS:
+        for key in (key for key in SETTINGS if key in settings):
             value = settings[key]
             file.attrs[key] = ",".join(value) if key == "action_terms" else (
                 np.asarray(value, dtype=np.int64) if key == "lr_decay_stages" else value)
@@ -71,12 +73,41 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
+SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+"""The searched policies that come with the package (policies/*.h5 of the repository)."""
+
+
+def shipped_policies() -> list[str]:
+    """Names of the shipped policies (`--policy NAME` takes them)."""
+    return sorted(path.stem for path in SHIPPED_POLICIES.glob("*.h5"))
+
+
+def resolve_policy(path: str | Path) -> Path:
+    """A policy file: `path` itself, else a shipped policy by name (fmnist_noisy_mlp, fmnist_noisy_mlp.h5)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_POLICIES / (path.name if path.suffix == ".h5" else f"{path.name}.h5")
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"no policy file at {path} (shipped policies, by name: {', '.join(shipped_policies())})")
+
+
+def describe_policy(path: str | Path) -> str:
+    """One line: what a policy was searched on (classes, schedule, augmentation) and how it did on validation."""
+    _, settings, _ = load_policy(path)
+    gap = settings.get("validation_gap")
+    outcome = f"validation gap {100 * gap:+.2f} points over uniform (episode {settings['episode'] + 1})" \
+        if gap is not None else "no recorded validation outcome"
+    return (f"{settings['num_classes']} classes, {settings['epochs']} epochs in {settings['stages']} stages "
+            f"({settings['warmup_stages']} warm-up), lr decay at stages {list(settings['lr_decay_stages'])}, augment "
+            f"{settings.get('augment', 'not recorded')}, weight_norm {settings['weight_norm']}; {outcome}")
+
+
 def load_policy(path: str | Path) -> tuple[StrategyModel, dict, np.ndarray]:
     """(strategy model with encoder + actor loaded, settings and outcome, log_class_freq). Clear errors on
     foreign or outdated files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no policy file at {path}")
+    path = resolve_policy(path)
     try:
         file = h5py.File(path, "r")
     except OSError as err:
@@ -113,8 +144,9 @@ def load_actor_into(model: StrategyModel, settings: dict, path: str | Path) -> N
 
 
 def schedule_differences(settings: dict, cfg) -> list[str]:
-    """How the schedule a policy was searched on differs from the training `cfg` describes ([] = none)."""
+    """How the schedule (and augmentation) a policy was searched on differs from the training `cfg` describes
+    ([] = none). A policy searched without augmentation can hurt a training with it, and the reverse."""
     training = {"epochs": cfg.optim.epochs, "stages": cfg.search.stages, "warmup_stages": cfg.search.warmup_stages,
-                "lr_decay_stages": list(cfg.optim.lr_decay_stages)}
+                "lr_decay_stages": list(cfg.optim.lr_decay_stages), "augment": cfg.data.augment}
     return [f"{key} {settings[key]} (searched) vs {value} (this training)" for key, value in training.items()
-            if settings[key] != value]
+            if key in settings and settings[key] != value]

@@ -23,6 +23,10 @@ class Progress:
         """The local wall-clock time, to the second."""
         return time.strftime("%Y-%m-%d %H:%M:%S")
 
+    def elapsed(self) -> str:
+        """H:MM:SS since this process started the job."""
+        return clock_text(self.clock() - self.started)
+
     def suffix(self, done: int) -> str:
         """'elapsed H:MM:SS ETA H:MM:SS' after `done` units (ETA '?' before the first unit of this process)."""
         elapsed = self.clock() - self.started

@@ -60,12 +60,17 @@ def prepare_run_dir(run_dir: Path, config_yaml: str, world_size: int, force: boo
     """Create, lock (`lock_run_dir`) and check `run_dir`. Returns True when it already held a run (a resume).
 
     A different config is a RunDirError unless `force` (then the new config is kept); so is a different world
-    size, unless also `resizable` (a search with search.allow_resize).
+    size, unless also `resizable` (a search with search.allow_resize). A directory without a checkpoint (a start
+    that failed early) takes the new config.
     """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--run-dir {run_dir} is a file, not a directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     lock_run_dir(run_dir)
     config_path, info_path = run_dir / "config.yaml", run_dir / "run.json"
-    existed = config_path.is_file()
+    # a start that failed before its first checkpoint (bad input, since fixed) left nothing to resume
+    existed = config_path.is_file() and (any(run_dir.glob("checkpoints/*/*.h5")) or any(
+        logged_results(run_dir, log) for log in ("metrics.h5", "train.h5")))
     if existed and not force:
         if config_path.read_text() != config_yaml:
             raise RunDirError(f"{run_dir} holds a run with a different config ({config_path}); use another "

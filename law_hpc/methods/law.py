@@ -1,7 +1,7 @@
 """A learned LAW policy in the test phase: the searched actor weights a fresh network's training."""
 from __future__ import annotations
 
-from ..io.policy_file import schedule_differences
+from ..io.policy_file import resolve_policy, schedule_differences
 from ..weighter import PolicyWeighter
 from .base import WeightingMethod, register_method
 
@@ -13,22 +13,19 @@ class LawPolicy(WeightingMethod):
     name = "law"
     told = "a clean validation set (in its search)"
 
-    def __init__(self, policy_path, class_counts, total_epochs: float):
-        self.policy_path = str(policy_path)
+    def __init__(self, policy_path, class_counts, total_epochs: float, iterations_per_epoch: int):
+        self.policy_path = str(resolve_policy(policy_path))  # a file, or a shipped policy's name
         self.weighter = PolicyWeighter.from_file(policy_path, class_counts=class_counts)
-        self.weight_norm = self.weighter.settings["weight_norm"]
-        self.total_epochs = total_epochs
+        self.weight_norm = self.weighter.weight_norm
+        self.iterations_per_epoch = iterations_per_epoch
+        self.total_steps = round(total_epochs * iterations_per_epoch)
         self.schedule_differences: list[str] = []
 
     @classmethod
     def from_config(cls, cfg, data) -> "LawPolicy":
         if not cfg.train.policy:
             raise ValueError("train.method=law needs a searched policy: --policy RUN/policy.h5 (or train.policy)")
-        method = cls(cfg.train.policy, data.train_label_counts, cfg.optim.epochs)
-        searched_classes = int(method.weighter.settings["num_classes"])
-        if searched_classes != data.num_classes:
-            raise ValueError(f"{cfg.train.policy} was searched with {searched_classes} classes, "
-                             f"this data has {data.num_classes}")
+        method = cls(cfg.train.policy, data.train_label_counts, cfg.optim.epochs, data.train.batches_per_epoch)
         method.schedule_differences = schedule_differences(method.weighter.settings, cfg)
         if method.schedule_differences and not cfg.train.allow_schedule_mismatch:
             raise ValueError(f"{cfg.train.policy} was searched on another schedule ("
@@ -41,7 +38,8 @@ class LawPolicy(WeightingMethod):
                 "policy_validation_gap": float(self.weighter.settings.get("validation_gap", float("nan")))}
 
     def sample_weights(self, logits, batch, epoch):
-        stage = self.weighter.stage_of(epoch, self.total_epochs)
+        # the step's stage, as the search's StageSchedule.stage_of_step cut its episodes
+        stage = self.weighter.stage_of_step(round(epoch * self.iterations_per_epoch), self.total_steps)
         return self.weighter.weights(logits, batch.labels, stage)
 
     def end_stage(self, val_accuracy) -> None:

@@ -28,10 +28,15 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options)
 
 
+def model_options(model_cfg) -> dict:
+    """The builder options of the config's `model` section."""
+    return {"hidden": tuple(model_cfg.mlp_hidden)} if model_cfg.name == "mlp" else {}
+
+
 def model_from_config(model_cfg, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """`create_model` for the config's `model` section (its options reach the builders that take them)."""
-    options = {"hidden": tuple(model_cfg.mlp_hidden)} if model_cfg.name == "mlp" else {}
-    return create_model(model_cfg.name, num_classes, in_channels, image_size, **options)
+    return create_model(model_cfg.name, num_classes, in_channels, image_size, **model_options(model_cfg))
 
 
 from . import cifar, imagenet, small  # noqa: E402,F401  (registers their models)
+from .files import load  # noqa: E402,F401

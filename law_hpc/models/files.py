@@ -1,0 +1,52 @@
+"""A trained network as a file users keep: everything needed to rebuild it, and its weights.
+
+    model = law_hpc.models.load("runs/train-x/model.pt")   # an nn.Module in eval mode, on the CPU
+
+The file is a plain torch.save of tensors and containers (it loads with weights_only=True), written atomically.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FORMAT = "law_hpc.model/1"
+
+
+def save_model_file(path: str | Path, model: nn.Module, *, name: str, options: dict, num_classes: int,
+                    in_channels: int, image_size: int, classes=None, **about) -> Path:
+    """Write `model` (built by create_model(name, ..., **options)) to `path` atomically; `about`: plain values
+    recorded with it (epoch, accuracies, method)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"format": FORMAT, "name": name, "options": options, "num_classes": num_classes,
+                "in_channels": in_channels, "image_size": image_size, "classes": list(classes or []),
+                **about, "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()}},
+               temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def read_model_file(path: str | Path) -> dict:
+    """The contents of a model file; ValueError if it is not one."""
+    contents = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(contents, dict) or contents.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a law_hpc model file ({FORMAT})")
+    return contents
+
+
+def load(path: str | Path) -> nn.Module:
+    """The network saved in `path` (model.pt, model_best.pt of a training run), in eval mode on the CPU; what it
+    is (classes in index order, input size and normalisation, method, policy, epoch, accuracies, config, commit)
+    is in its attribute `law_hpc_info`."""
+    from . import create_model
+
+    contents = read_model_file(path)
+    options = {key: tuple(value) if isinstance(value, list) else value for key, value in contents["options"].items()}
+    model = create_model(contents["name"], contents["num_classes"], contents["in_channels"], contents["image_size"],
+                         **options)
+    model.load_state_dict(contents["state_dict"])
+    model.law_hpc_info = {key: value for key, value in contents.items() if key != "state_dict"}
+    return model.eval()

@@ -1,0 +1,14 @@
+"""The examples/ scripts the README points to run as shipped (real data, a shipped policy)."""
+import re
+import subprocess
+import sys
+
+from search_helpers import REPO
+
+
+def test_the_policy_in_your_own_loop_example_trains():
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "policy_in_your_loop.py"), "--epochs", "2",
+                           "--images", "3000"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    accuracies = [float(value) for value in re.findall(r"test accuracy (\d\.\d+)", proc.stdout)]
+    assert len(accuracies) == 2 and accuracies[-1] > 0.4, proc.stdout  # learns (chance: 0.1)
