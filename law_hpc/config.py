@@ -138,7 +138,11 @@ class SearchConfig:
     """k in r_w = s * exp(k * ce / ne) (Eq. 9)."""
     smoothing: float = 0.9
     """EMA factor of l_smooth and acc_smooth in the stage state."""
-
+    patience: int = 0
+    """Stop the search once this many evaluation episodes in a row found no better validation gap than the
+    best so far (its policy.h5 stands); 0 = run every episode. Never before search.min_episodes."""
+    min_episodes: int = 8
+    """The floor of search.patience: episodes always run (random ones and the first evaluations included)."""
     max_iters_per_epoch: int = 0
     """Cap on iterations per epoch (0 = the whole split); for smoke runs."""
 
@@ -403,6 +407,7 @@ def validate(cfg: Config) -> None:
         (cfg.optim.epochs >= 1, "optim.epochs", "must be >= 1"),
         (s.epochs >= 0, "search.epochs", "must be >= 0 (0 = optim.epochs)"),
         (s.eval_every >= 1, "search.eval_every", "must be >= 1"),
+        (s.patience >= 0 and s.min_episodes >= 0, "search.patience", "patience and min_episodes must be >= 0"),
         (not d.val_root or d.dataset == "imagenet", "data.val_root", "is for image folders (data.dataset=imagenet)"),
         (d.augment in ("none", "crop_flip") or d.dataset == "imagenet", "data.augment",
          f"'{d.augment}' is for image folders (data.dataset=imagenet); in-memory data takes none or crop_flip"),

@@ -32,10 +32,9 @@ from .engine.schedule import StageSchedule, schedule_difference
 from .engine.search_report import SearchReport, stage_row
 from .engine.search_state import SearchState
 from .engine.agent import Agent
-from .engine.resize import checkpoint_world_size, common_position, resized_state, retired_logs
-from .io.checkpoint import CheckpointStore
+from .engine.resize import checkpoint_world_size, resume_resized, retired_logs
 from .io.rundir import RunDirError
-from .io.history import RowHistory, position_text, stage_events
+from .io.history import stage_events
 from .io.metrics import StageRow, search_layout
 from .io.policy_file import policy_settings, save_policy
 from .job import Job
@@ -104,6 +103,19 @@ class Search(Job):
         s = self.cfg.search
         return (episode + 1) % s.eval_every == 0 or episode == s.episodes - 1
 
+    def out_of_patience(self) -> bool:
+        """search.patience: that many evaluation episodes since the best found no better one (checked between
+        episodes, past search.min_episodes). The same on every rank, as the selection is."""
+        s, done = self.cfg.search, self.state.episode
+        if not s.patience or done < s.min_episodes or self.pair is not None:
+            return False
+        since = self.agent.selection.evaluations_since_best(done, self.is_evaluation)
+        if since is not None and since >= s.patience:
+            self.console.info(f"search.patience: {since} evaluation episodes without a better validation gap; the "
+                              f"search ends after {done} of {s.episodes} episodes")
+            return True
+        return False
+
     def new_pair(self, episode: int) -> ClassifierPair:
         """A freshly initialised target (seeded by seed, rank, episode), copied into the reference (DNR)."""
         o = self.cfg.optim
@@ -165,17 +177,7 @@ class Search(Job):
         if not self.cfg.search.allow_resize:
             raise RunDirError(f"{self.run_dir} holds the checkpoints of {before} searchers, this job has "
                               f"{self.dist.size}: search.allow_resize=true continues on {self.dist.size}")
-        position = common_position(self.run_dir, before)
-        states = [CheckpointStore(self.run_dir, rank).load(position) for rank in range(before)]
-        empty_log = RowHistory(self.row_type).state_dict()
-        self.load_state_dict(resized_state(states, self.dist.rank, self.dist.size, empty_log))
-        self.history.add_resume(position, before, self.dist.size)
-        self.save_checkpoint(position, self.state_dict())  # at once: the resumed ranks now hold the position alike
-        self.console.warning(f"the checkpoints were written by {before} searchers, this job has {self.dist.size}: "
-                             f"resumed {position_text(position, self.schedule.iterations_per_stage)} with the "
-                             f"strategy model, the pooled replay buffers ({len(self.agent.buffer)} transitions "
-                             "on rank 0) and fresh pairs from the next episode on (search.allow_resize)")
-        return position
+        return resume_resized(self, before)
 
     def release(self) -> None:
         if self.pair is not None:
@@ -189,7 +191,7 @@ class Search(Job):
                           f"iterations; run dir {self.run_dir}")
         if schedule_difference(self.cfg):
             self.console.info(f"NOTE: {schedule_difference(self.cfg)}")
-        while self.state.episode < s.episodes:
+        while self.state.episode < s.episodes and not self.out_of_patience():
             episode = self.state.episode
             if self.pair is None:  # a new episode: fresh target, copied into the reference (DNR)
                 self.pair = self.new_pair(episode)
@@ -210,6 +212,7 @@ class Search(Job):
             self.report.episode_done(episode)
         selection = self.agent.selection
         (self.console.info if selection.won else self.console.warning)(selection.verdict())
+        self.report.cost(self.state.episode)
         return 0
 
     def run_stage(self, episode: int, stage: int, batches) -> StageOutcome:

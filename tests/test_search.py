@@ -277,20 +277,6 @@ def test_the_readmes_main_command_prints_whole_lines_without_launcher_prefixes(t
     assert all(line.startswith("[law] ") for line in lines), lines  # no [1,0]<stdout>: and no glued lines
 
 
-def test_the_readmes_main_command_prints_whole_lines_without_launcher_prefixes(tmp_path):
-    """`make search` (the README's first command), made short: 2 ranks, rank 0's lines as written."""
-    import subprocess
-    from search_helpers import REPO
-
-    args = f"ARGS=--config smoke --run-dir {tmp_path / 'run'} --set search.episodes=1 --set threads_per_rank=1"
-    proc = subprocess.run(["make", "--no-print-directory", "search", args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    lines = [line for line in proc.stdout.splitlines() if "[law]" in line]
-    assert any("2 searcher(s)" in line for line in lines) and any("policy.h5" in line for line in lines), proc.stdout
-    assert all(line.startswith("[law] ") for line in lines), lines  # no [1,0]<stdout>: and no glued lines
-
-
 def test_search_patience_stops_after_evaluations_without_a_better_gap(tmp_path):
     overrides = ["search.episodes=12", "search.eval_every=1", "search.patience=2", "search.min_episodes=3"]
     proc = run_search(tmp_path, overrides=overrides)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..io.checkpoint import CheckpointStore, list_checkpoints
+from ..io.history import RowHistory, position_text
 from ..io.rundir import RunDirError
 
 RETIRED_LOG = "retired_log"
@@ -75,3 +76,20 @@ def retired_logs(state_or_logs):
         return {f"{RETIRED_LOG}{i}": log for i, log in enumerate(state_or_logs)}
     count = sum(part.startswith(RETIRED_LOG) for part in state_or_logs)
     return [state_or_logs[f"{RETIRED_LOG}{i}"] for i in range(count)]
+
+
+def resume_resized(search, before: int) -> tuple[int, int, int]:
+    """Resume `search` (a Search, on every rank) from the checkpoints of `before` searchers: every rank reads
+    every old rank's state at the newest position they all hold, takes its part (`resized_state`), records the
+    resize and checkpoints the position at once, so the new ranks hold it alike. Returns the position."""
+    position = common_position(search.run_dir, before)
+    states = [CheckpointStore(search.run_dir, rank).load(position) for rank in range(before)]
+    empty_log = RowHistory(search.row_type).state_dict()
+    search.load_state_dict(resized_state(states, search.dist.rank, search.dist.size, empty_log))
+    search.history.add_resume(position, before, search.dist.size)
+    search.save_checkpoint(position, search.state_dict())
+    search.console.warning(f"the checkpoints were written by {before} searchers, this job has {search.dist.size}: "
+                           f"resumed {position_text(position, search.schedule.iterations_per_stage)} with the "
+                           f"strategy model, the pooled replay buffers ({len(search.agent.buffer)} transitions on "
+                           "rank 0) and fresh pairs from the next episode on (search.allow_resize)")
+    return position

@@ -86,3 +86,10 @@ class SearchReport:
                                   ("validation_gap", "validation_acc_target", "validation_acc_reference"))
         self.job.console.info(f"evaluation episode {episode + 1}: validation gap {gap:+.2f} points (target "
                               f"{target:.2f} %, reference {reference:.2f} %), the best so far: saved to {path}")
+
+    def cost(self, episodes: int) -> None:
+        """The search's cost in the unit users compare methods by: trainings of the final network."""
+        searchers = self.job.dist.size
+        self.job.console.info(f"search cost: {episodes} episodes x {searchers} searcher(s) x 2 networks = "
+                              f"{2 * episodes * searchers} trainings of {self.job.cfg.search_epochs} epochs (the "
+                              "evaluation episodes included)")

@@ -31,6 +31,12 @@ class PolicySelection:
         self.best = outcome
         return candidate
 
+    def evaluations_since_best(self, episodes_done: int, is_evaluation) -> int | None:
+        """Evaluation episodes finished after the best one (None before any); `is_evaluation(episode)`."""
+        if self.best is None:
+            return None
+        return sum(is_evaluation(episode) for episode in range(self.best["episode"] + 1, episodes_done))
+
     @property
     def won(self) -> bool:
         """Whether the best evaluation's target ended above its reference (the policy beat uniform training)."""
