@@ -68,6 +68,7 @@ def parse_args(argv=None):
 def run_logged(cmd: list[str], log: Path) -> float:
     """Run `cmd` with output to `log`; the CPU seconds it used (its processes' user + system time, so runs
     side by side do not inflate each other); a failure raises with the log's tail."""
+    log.parent.mkdir(parents=True, exist_ok=True)  # a setting's folder, also without a LAW search
     with open(log, "w") as handle:
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
         _, status, usage = os.wait4(proc.pid, 0)
