@@ -224,6 +224,10 @@ class TrainConfig:
     off, such a policy is refused."""
     scale_lr: bool = True
     """Data-parallel: multiply optim.lr by the number of ranks (with optim.warmup_epochs of warm-up)."""
+    base_loss: str = "ce"
+    """The per-sample loss LAW's weights multiply, in the search (target and reference alike: the reward
+    measures what the weights add to it) and in its test phase: ce | logit_adjusted | balanced_softmax | gce
+    (their options: methods.logit_adjusted.tau, methods.gce.q). A policy records it."""
 
 
 def _methods_section() -> type:
@@ -299,6 +303,7 @@ _FIXED_CHOICES = {
     "data.noise_mode": {"none", "uniform_mix", "flip", "pair"},
     "data.imbalance": {"none", "discard", "long_tail"},
     "data.augment": {"none", "crop_flip", "flip", "random_resized_crop"},
+    "train.base_loss": {"ce", "logit_adjusted", "balanced_softmax", "gce"},
     "data.on_corrupt_image": {"fail", "skip"},
     "strategy.exploration": {"gaussian", "ou"},
     "strategy.density": {"cosine", "dot"},

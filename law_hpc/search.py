@@ -41,6 +41,7 @@ from .job import Job
 from .launch import add_config_options, run_entry_point
 from .law.ddpg import FduStats
 from .law.features import log_class_frequencies
+from .law.losses import base_loss_of
 from .law.reward import stage_reward
 from .seeding import derive_seed, rng_states, set_rng_states
 
@@ -87,7 +88,8 @@ class Search(Job):
         self.log_class_freq = log_class_frequencies(data.train_label_counts)
         st = cfg.strategy
         self.features = FeatureSettings(torch.from_numpy(self.log_class_freq).to(self.dist.device), st.density,
-                                        st.label_feature, st.weight_norm, st.feature_norm)
+                                        st.label_feature, st.weight_norm, st.feature_norm,
+                                        base_loss_of(cfg, data.train_label_counts))
         self.settings = policy_settings(cfg, self.num_classes)
         self.agent = Agent(cfg, self.settings, self.dist.rank, self.dist.average_gradients)
         self.state = SearchState()

@@ -138,15 +138,20 @@ class PolicyWeighter:
         self._action = state["action"]
 
     @torch.no_grad()
-    def weights(self, logits: torch.Tensor, labels: torch.Tensor, stage: int) -> torch.Tensor:
-        """Per-sample weights [B] for a batch; 1 during the search's warm-up stages."""
+    def weights(self, logits: torch.Tensor, labels: torch.Tensor, stage: int,
+                per_sample_loss: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample weights [B] for a batch; 1 during the search's warm-up stages. `per_sample_loss`: the
+        batch's training loss when it is not cross-entropy (the policy's base_loss): its loss feature and l_smooth."""
         if labels.numel() and int(labels.max()) >= len(self.log_class_freq):
             raise ValueError(f"label {int(labels.max())} is beyond this policy's {len(self.log_class_freq)} classes")
         action = self.action(stage)
-        self._loss_sum += float(F.cross_entropy(logits.detach().float(), labels))
+        if per_sample_loss is None:
+            self._loss_sum += float(F.cross_entropy(logits.detach().float(), labels))
+        else:
+            self._loss_sum += float(per_sample_loss.detach().float().mean())
         self._loss_count += 1
         if stage < self.warmup_stages:
             return torch.ones(labels.shape[0], device=logits.device)
         features = item_features(logits, labels, self.log_class_freq.to(logits.device), self.settings["density"],
-                                 self.settings["label_feature"], self.settings["feature_norm"])
+                                 self.settings["label_feature"], self.settings["feature_norm"], per_sample_loss)
         return sample_weights(features, action.to(logits.device))

@@ -1,5 +1,7 @@
 """The LAW search end to end on real Fashion-MNIST: invariants, contract columns, resume, bad input."""
 import signal
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -30,11 +32,12 @@ def _pair(cfg, data, mode):
     return ClassifierPair.create(factory, 123, torch.device("cpu"), 0.05, 0.9, 2e-5, mode)
 
 
-@pytest.mark.parametrize("mode", ["sequential", "threads"])
-def test_uniform_weighting_keeps_the_pair_bit_identical(smoke_data, mode):
+@pytest.mark.parametrize("mode, base_loss", [("sequential", "ce"), ("threads", "ce"), ("sequential", "gce")])
+def test_uniform_weighting_keeps_the_pair_bit_identical(smoke_data, mode, base_loss):
+    from law_hpc.law.losses import base_loss as make_base_loss
     cfg, data = smoke_data
     pair = _pair(cfg, data, mode)
-    features = FeatureSettings(torch.zeros(data.num_classes))
+    features = FeatureSettings(torch.zeros(data.num_classes), base_loss=make_base_loss(base_loss))
     stats = pair.train_stage(data.train.iterate(7), range(6), lambda step: 0.05, None, features)
     pair.close()
     for (name, p_t), p_r in zip(pair.target_net.state_dict().items(), pair.reference_net.state_dict().values()):
@@ -265,7 +268,6 @@ def test_a_start_that_failed_before_its_first_checkpoint_reruns_with_the_fixed_c
 
 def test_the_readmes_main_command_prints_whole_lines_without_launcher_prefixes(tmp_path):
     """`make search` (the README's first command), made short: 2 ranks, rank 0's lines as written."""
-    import subprocess
     from search_helpers import REPO
 
     args = f"ARGS=--config smoke --run-dir {tmp_path / 'run'} --set search.episodes=1 --set threads_per_rank=1"
@@ -287,3 +289,19 @@ def test_search_patience_stops_after_evaluations_without_a_better_gap(tmp_path):
     assert episodes == max(3, best + 1 + 2) < 12, (episodes, best)
     proc = run_search(tmp_path, overrides=overrides)  # the same command again: done, nothing more runs
     assert proc.returncode == 0 and int(read_stages(tmp_path / "metrics.h5")["episode"].max()) + 1 == episodes
+
+
+def test_a_search_on_another_base_loss_records_it_and_its_policy_asks_for_it(tmp_path):
+    """train.base_loss: both nets of the search train on it (here the logit-adjusted loss); policy.h5 records it,
+    and the test phase trains on the same loss or refuses the policy."""
+    proc = run_search(tmp_path / "search", overrides=["search.episodes=1", "train.base_loss=logit_adjusted"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with h5py.File(tmp_path / "search" / "policy.h5") as f:
+        assert f.attrs["base_loss"] == "logit_adjusted"
+    train = [sys.executable, "-m", "law_hpc.train", "--config", str(SMOKE), "--policy", str(tmp_path / "search" /
+             "policy.h5"), "--set", "data.train_size=1024", "--set", "data.test_size=200"]
+    proc = subprocess.run(train + ["--run-dir", str(tmp_path / "refused")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "base_loss logit_adjusted (searched) vs ce (this training)" in proc.stderr
+    proc = subprocess.run(train + ["--run-dir", str(tmp_path / "trained"), "--set", "train.base_loss=logit_adjusted"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]

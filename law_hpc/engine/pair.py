@@ -17,10 +17,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data.types import EvalSet
 from ..law.features import item_features
+from ..law.losses import cross_entropy
 from ..law.policy import sample_weights, weighted_mean_loss
 from .evaluation import top1_accuracies
 from .fused import TARGET, REFERENCE, StackedNets, fusion_obstacle, repoint_optimizer
@@ -37,6 +37,8 @@ class FeatureSettings:
     label_feature: str = "log_freq"
     weight_norm: str = "mean"
     feature_norm: str = "zscore"
+    base_loss: Callable = cross_entropy
+    """loss(logits, labels) -> [B], the per-sample loss both nets train on (train.base_loss)."""
 
     @property
     def num_classes(self) -> int:
@@ -225,7 +227,7 @@ class ClassifierPair:
         no action the target and the reference compute bit-identical losses and updates."""
         net.train()
         logits = net(images)
-        per_sample_loss = F.cross_entropy(logits, labels, reduction="none")
+        per_sample_loss = features.base_loss(logits, labels)
         loss, weights = self._loss_and_weights(logits, labels, per_sample_loss, action, features)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -235,7 +237,7 @@ class ClassifierPair:
     def _step_fused(self, images, labels, action, features: FeatureSettings):
         """One SGD step of both nets from one stacked forward and backward; the same losses as `_step_net`."""
         logits = self.stacked.forward(images, train=True)  # [2, B, C]
-        per_sample_loss = F.cross_entropy(logits.flatten(0, 1), labels.repeat(2), reduction="none").view(2, -1)
+        per_sample_loss = features.base_loss(logits.flatten(0, 1), labels.repeat(2)).view(2, -1)
         loss_reference = per_sample_loss[REFERENCE].mean()
         loss_target, weights = self._loss_and_weights(logits[TARGET], labels, per_sample_loss[TARGET], action, features)
         self.stacked.zero_grad()

@@ -19,8 +19,9 @@ from ..law.policy import StrategyModel
 MAGIC = "law_hpc.policy/2"
 SETTINGS = ("stages", "embed_dim", "hidden", "action_scale", "action_bound", "action_terms", "density", "label_feature",
             "weight_norm", "feature_norm", "warmup_stages", "num_classes", "epochs", "lr_decay_stages", "smoothing",
-            "augment")
-"""What a policy needs to act as it did in its search (older files lack smoothing and augment)."""
+            "augment", "base_loss")
+"""What a policy needs to act as it did in its search (older files lack smoothing, augment and base_loss:
+those were searched with cross-entropy)."""
 OUTCOME = ("validation_gap", "validation_acc_target", "validation_acc_reference", "episode")
 """The evaluation episode that chose the policy: final validation accuracy of target and reference
 (mean over searchers), their gap, and the episode (0-based)."""
@@ -35,7 +36,7 @@ def policy_settings(cfg, num_classes: int) -> dict:
             "label_feature": st.label_feature, "weight_norm": st.weight_norm, "feature_norm": st.feature_norm,
             "warmup_stages": cfg.search.warmup_stages, "num_classes": num_classes, "epochs": cfg.search_epochs,
             "lr_decay_stages": list(cfg.optim.lr_decay_stages), "smoothing": cfg.search.smoothing,
-            "augment": cfg.data.augment}
+            "augment": cfg.data.augment, "base_loss": cfg.train.base_loss}
 
 
 def new_strategy_model(settings: dict) -> StrategyModel:
@@ -147,6 +148,8 @@ def schedule_differences(settings: dict, cfg) -> list[str]:
     """How the schedule (and augmentation) a policy was searched on differs from the training `cfg` describes
     ([] = none). A policy searched without augmentation can hurt a training with it, and the reverse."""
     training = {"epochs": cfg.optim.epochs, "stages": cfg.search.stages, "warmup_stages": cfg.search.warmup_stages,
-                "lr_decay_stages": list(cfg.optim.lr_decay_stages), "augment": cfg.data.augment}
-    return [f"{key} {settings[key]} (searched) vs {value} (this training)" for key, value in training.items()
-            if key in settings and settings[key] != value]
+                "lr_decay_stages": list(cfg.optim.lr_decay_stages), "augment": cfg.data.augment,
+                "base_loss": cfg.train.base_loss}
+    searched = {"base_loss": "ce", **settings}
+    return [f"{key} {searched[key]} (searched) vs {value} (this training)" for key, value in training.items()
+            if key in searched and searched[key] != value]

@@ -74,7 +74,8 @@ def item_features(
     per_sample_loss: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[B, 4] features of a batch from the target net's logits (no gradient), normalised per batch.
-    `per_sample_loss`: the cross-entropy of these logits if the caller has it already (not computed again).
+    `per_sample_loss`: the per-sample training loss of these logits (train.base_loss) if the caller has it; else
+    their cross-entropy.
 
     log_class_freq[c] = log(frequency of observed label c in the training set). The label feature:
     "log_freq" = log(C * freq), not normalised; "log_freq_batch" = the same, normalised with the batch;

@@ -57,3 +57,25 @@ def early_learning_regularized(logits: torch.Tensor, labels: torch.Tensor, targe
     probabilities = probabilities / probabilities.sum(dim=1, keepdim=True)
     agreement = (targets.to(logits) * probabilities).sum(dim=1)
     return F.cross_entropy(logits, labels, reduction="none") + lam * torch.log1p(-agreement)
+
+
+BASE_LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "gce")
+"""The per-sample losses a LAW search and its test phase can weight (train.base_loss)."""
+
+
+def base_loss(name: str, class_counts=None, *, tau: float = 1.0, q: float = 0.7):
+    """loss(logits, labels) -> [B] of `name` (BASE_LOSSES); the long-tail ones need the training class counts."""
+    if name == "ce":
+        return cross_entropy
+    if name in ("logit_adjusted", "balanced_softmax"):
+        prior, scale = log_prior(class_counts), tau if name == "logit_adjusted" else 1.0
+        return lambda logits, labels: logit_adjusted(logits, labels, prior, scale)
+    if name == "gce":
+        return lambda logits, labels: generalized_cross_entropy(logits, labels, q)
+    raise ValueError(f"unknown base loss '{name}' (known: {', '.join(BASE_LOSSES)})")
+
+
+def base_loss_of(cfg, class_counts):
+    """train.base_loss of a config, with its options from the peers' sections (methods.logit_adjusted.tau,
+    methods.gce.q)."""
+    return base_loss(cfg.train.base_loss, class_counts, tau=cfg.methods.logit_adjusted.tau, q=cfg.methods.gce.q)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..io.policy_file import resolve_policy, schedule_differences
+from ..law.losses import base_loss_of, cross_entropy
 from ..weighter import PolicyWeighter
 from .base import WeightingMethod, register_method
 
@@ -13,8 +14,10 @@ class LawPolicy(WeightingMethod):
     name = "law"
     told = "a clean validation set (in its search)"
 
-    def __init__(self, policy_path, class_counts, total_epochs: float, iterations_per_epoch: int):
+    def __init__(self, policy_path, class_counts, total_epochs: float, iterations_per_epoch: int,
+                 base_loss=cross_entropy):
         self.policy_path = str(resolve_policy(policy_path))  # a file, or a shipped policy's name
+        self.base_loss = base_loss  # train.base_loss, the loss the policy was searched on (schedule_differences)
         self.weighter = PolicyWeighter.from_file(policy_path, class_counts=class_counts)
         self.weight_norm = self.weighter.weight_norm
         self.iterations_per_epoch = iterations_per_epoch
@@ -25,7 +28,8 @@ class LawPolicy(WeightingMethod):
     def from_config(cls, cfg, data) -> "LawPolicy":
         if not cfg.train.policy:
             raise ValueError("train.method=law needs a searched policy: --policy RUN/policy.h5 (or train.policy)")
-        method = cls(cfg.train.policy, data.train_label_counts, cfg.optim.epochs, data.train.batches_per_epoch)
+        method = cls(cfg.train.policy, data.train_label_counts, cfg.optim.epochs, data.train.batches_per_epoch,
+                     base_loss_of(cfg, data.train_label_counts))
         method.schedule_differences = schedule_differences(method.weighter.settings, cfg)
         if method.schedule_differences and not cfg.train.allow_schedule_mismatch:
             raise ValueError(f"{cfg.train.policy} was searched on another schedule ("
@@ -40,7 +44,11 @@ class LawPolicy(WeightingMethod):
     def sample_weights(self, logits, batch, epoch):
         # the step's stage, as the search's StageSchedule.stage_of_step cut its episodes
         stage = self.weighter.stage_of_step(round(epoch * self.iterations_per_epoch), self.total_steps)
-        return self.weighter.weights(logits, batch.labels, stage)
+        loss = None if self.base_loss is cross_entropy else self.base_loss(logits.detach(), batch.labels)
+        return self.weighter.weights(logits, batch.labels, stage, loss)
+
+    def per_sample_loss(self, logits, batch):
+        return self.base_loss(logits, batch.labels)
 
     def end_stage(self, val_accuracy) -> None:
         """acc_smooth of the stage state follows the validation accuracy, as in the search."""
