@@ -15,7 +15,7 @@ import pytest
 
 from law_hpc.io.checkpoint import checkpoint_dir, complete_positions
 from law_hpc.io.metrics import read_stages
-from search_helpers import assert_same_results, metrics_rows
+from search_helpers import REPO, assert_same_results, metrics_rows
 from slurm_helpers import (JOB_TIMEOUT, job_field, rank_processes, sbatch, start_cluster, wait_for_end,
                            wait_while_running)
 
@@ -189,3 +189,23 @@ def test_job_at_its_time_limit_checkpoints_mid_stage_requeues_resumes_and_finish
     print(f"[reliability] Slurm --time=1 --signal=B:USR1@10, stop_check_seconds=1, stages of {stops[0][4]} "
           f"iterations{' (' + whole[0] + ')' if whole else ''}: {restarts} time-limit stop(s), {len(stops)} mid-stage; slowest agreement {worst[0]} "
           f"iteration(s), {float(worst[1]):.2f} s after the signal; requeued, resumed and COMPLETED in {seconds:.0f} s")
+
+
+def test_search_then_train_submits_both_and_a_model_comes_out(slurm_env, tmp_path):
+    """slurm/search_then_train.sh: one command, two jobs; the training waits for the search (afterok) and
+    trains with its policy."""
+    env = {**slurm_env, "SEARCH_DIR": str(tmp_path / "search"), "MODEL_DIR": str(tmp_path / "model"),
+           "LAW_SBATCH": f"--nodes=1 --gpus-per-node=0 --ntasks-per-node=2 --cpus-per-task=1 --mem-per-cpu=1G "
+                         f"--output={tmp_path}/%j.out"}
+    proc = subprocess.run(["bash", "slurm/search_then_train.sh", "configs/smoke.yaml", "--set", "data.train_size=1024",
+                           "--set", "data.test_size=200"], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    search_job, train_job = re.findall(r"job (\d+)", proc.stdout)
+    assert job_field(slurm_env, train_job, "Dependency").startswith(f"afterok:{search_job}")
+    states = [wait_for_end(slurm_env, job) for job in (search_job, train_job)]
+    logs = "".join(path.read_text() for path in sorted(tmp_path.glob("*.out")))
+    assert states == ["COMPLETED", "COMPLETED"], logs[-3000:]
+    assert (tmp_path / "model" / "model.pt").is_file() and (tmp_path / "model" / "model_best.pt").is_file()
+    with h5py.File(tmp_path / "model" / "train.h5", "r") as f:
+        assert f.attrs["method"] in ("law", b"law") and str(tmp_path / "search" / "policy.h5") in str(f.attrs["policy"])
