@@ -18,7 +18,7 @@ search: setup
 test: setup
 	$(PY) -m pytest tests -q -ra
 
-# The test-phase benchmark of the README: 3 settings x 9 methods x 3 seeds (a LAW search per setting), then
+# The test-phase benchmark of the README: 3 settings x every registered method x 3 seeds (a LAW search per setting), then
 # what more searchers buy for the same searcher-episodes (N_a = 1, 2, 4 on noisy_mlp). Hours on 2 cores.
 bench: setup
 	$(PY) tools/run_benchmark.py --out runs/benchmark
