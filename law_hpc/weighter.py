@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from .io.policy_file import load_policy
 from .law.features import item_features, log_class_frequencies
+from .law.losses import base_loss, cross_entropy
 from .law.policy import sample_weights, weighted_mean_loss
 
 
@@ -44,19 +45,22 @@ class LAWLoss:
         law_loss.observe_validation(val_accuracy)   # at each stage end (law_loss.stage_ends(step) says when)
     """
 
-    def __init__(self, weighter: "PolicyWeighter", total_steps: int, base_loss=None):
-        self.weighter, self.total_steps = weighter, int(total_steps)
-        self.base_loss = base_loss or (lambda logits, labels: F.cross_entropy(logits, labels, reduction="none"))
+    def __init__(self, weighter: "PolicyWeighter", total_steps: int, base_loss=cross_entropy):
+        self.weighter, self.total_steps, self.base_loss = weighter, int(total_steps), base_loss
 
     @classmethod
-    def from_policy(cls, name_or_path, class_counts, steps_per_epoch: int, epochs: int, base_loss=None) -> "LAWLoss":
-        """A shipped policy's name or a policy.h5 path; the class counts of YOUR training labels; the schedule."""
-        return cls(PolicyWeighter.from_file(name_or_path, class_counts=class_counts), steps_per_epoch * epochs,
-                   base_loss)
+    def from_policy(cls, name_or_path, class_counts, steps_per_epoch: int, epochs: int) -> "LAWLoss":
+        """A shipped policy's name or a policy.h5 path; the class counts of YOUR training labels; the schedule.
+        The per-sample loss is the one the policy was searched on (its base_loss: cross-entropy unless recorded)."""
+        weighter = PolicyWeighter.from_file(name_or_path, class_counts=class_counts)
+        return cls(weighter, steps_per_epoch * epochs, base_loss(weighter.settings.get("base_loss", "ce"), class_counts))
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
-        weights = self.weighter.weights(logits, labels, self.weighter.stage_of_step(step, self.total_steps))
-        return self.weighter.loss(self.base_loss(logits, labels), weights)
+        per_sample_loss = self.base_loss(logits, labels)
+        stage = self.weighter.stage_of_step(step, self.total_steps)
+        weights = self.weighter.weights(logits, labels, stage,
+                                        None if self.base_loss is cross_entropy else per_sample_loss)
+        return self.weighter.loss(per_sample_loss, weights)
 
     def stage_ends(self, step: int) -> bool:
         """Whether step `step` is the last of a stage: report a validation accuracy then, as the search did."""
