@@ -44,11 +44,15 @@ class LawPolicy(WeightingMethod):
     def sample_weights(self, logits, batch, epoch):
         # the step's stage, as the search's StageSchedule.stage_of_step cut its episodes
         stage = self.weighter.stage_of_step(round(epoch * self.iterations_per_epoch), self.total_steps)
-        loss = None if self.base_loss is cross_entropy else self.base_loss(logits.detach(), batch.labels)
+        # the loss feature and l_smooth: the batch's base loss, computed once by per_sample_loss (train_step calls
+        # it first); cross-entropy the weighter computes itself, as before base_loss existed
+        loss = None if self.base_loss is cross_entropy else self._batch_loss
         return self.weighter.weights(logits, batch.labels, stage, loss)
 
     def per_sample_loss(self, logits, batch):
-        return self.base_loss(logits, batch.labels)
+        loss = self.base_loss(logits, batch.labels)
+        self._batch_loss = loss.detach()
+        return loss
 
     def end_stage(self, val_accuracy) -> None:
         """acc_smooth of the stage state follows the validation accuracy, as in the search."""
