@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from .engine.pair import ClassifierPair, FeatureSettings, InterruptedStage, StageProgress
+from .engine.pair import ClassifierPair, InterruptedStage, StageProgress
 from .engine.preemption import EXIT_PREEMPTED
 from .engine.schedule import StageSchedule, schedule_difference
 from .engine.search_report import SearchReport, stage_row
@@ -43,6 +43,7 @@ from .law.ddpg import FduStats
 from .law.features import log_class_frequencies
 from .law.losses import base_loss_of
 from .law.reward import stage_reward
+from .law.weighting import WeightingRule
 from .seeding import derive_seed, rng_states, set_rng_states
 
 
@@ -86,11 +87,9 @@ class Search(Job):
         self.schedule = StageSchedule.from_config(cfg, iterations_per_epoch=iterations_per_epoch,
                                                   epochs=cfg.search_epochs)
         self.log_class_freq = log_class_frequencies(data.train_label_counts)
-        st = cfg.strategy
-        self.features = FeatureSettings(torch.from_numpy(self.log_class_freq).to(self.dist.device), st.density,
-                                        st.label_feature, st.weight_norm, st.feature_norm,
-                                        base_loss_of(cfg, data.train_label_counts))
         self.settings = policy_settings(cfg, self.num_classes)
+        self.rule = WeightingRule.from_settings(self.settings, torch.from_numpy(self.log_class_freq).to(self.dist.device),
+                                                base_loss_of(cfg, data.train_label_counts))  # as the test phase's
         self.agent = Agent(cfg, self.settings, self.dist.rank, self.dist.average_gradients)
         self.state = SearchState()
         self.state.start_episode(self.num_classes)
@@ -222,7 +221,7 @@ class Search(Job):
         started = time.perf_counter()
         scalars = self.state.scalars  # s_T = [e_T, l_smooth, acc_smooth] (Eq. 5)
         action, progress = self.begin_stage(episode, stage, scalars)  # a_T = mu(s_T) + noise (Eq. 4); None in warm-up
-        if not self.pair.train_steps(batches, progress, self.schedule.lr_at, action, self.features, self.preemption.poll):
+        if not self.pair.train_steps(batches, progress, self.schedule.lr_at, action, self.rule, self.preemption.poll):
             return self.checkpoint_mid_stage(episode, stage, action, progress)  # a stop agreed mid-stage
         stats = progress.stats()
         accuracies = self.timed("evaluate", self.pair.evaluate, self.data.val)  # (acc_target, acc_reference), clean split

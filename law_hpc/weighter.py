@@ -23,17 +23,15 @@ sum_i w_i, for every shipped policy; a plain mean would scale the learning rate 
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .io.policy_file import load_policy
-from .law.features import item_features, log_class_frequencies
+from .law.features import log_class_frequencies
 from .law.losses import base_loss, cross_entropy
-from .law.policy import sample_weights, weighted_mean_loss
+from .law.weighting import StageLoss, WeightingRule, initial_stage_scalars, smoothed
 
 
 class LAWLoss:
@@ -58,9 +56,7 @@ class LAWLoss:
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
         per_sample_loss = self.base_loss(logits, labels)
         stage = self.weighter.stage_of_step(step, self.total_steps)
-        weights = self.weighter.weights(logits, labels, stage,
-                                        None if self.base_loss is cross_entropy else per_sample_loss)
-        return self.weighter.loss(per_sample_loss, weights)
+        return self.weighter.loss(per_sample_loss, self.weighter.weights(logits, labels, stage, per_sample_loss))
 
     def stage_ends(self, step: int) -> bool:
         """Whether step `step` is the last of a stage: report a validation accuracy then, as the search did."""
@@ -79,9 +75,9 @@ class PolicyWeighter:
         self.model, self.settings, self.smoothing = model, settings, smoothing
         self.stages, self.warmup_stages = int(settings["stages"]), int(settings["warmup_stages"])
         self.log_class_freq = torch.as_tensor(log_class_freq, dtype=torch.float32)
-        num_classes = len(log_class_freq)
-        self.l_smooth, self.acc_smooth = math.log(num_classes), 1.0 / num_classes
-        self._stage, self._loss_sum, self._loss_count, self._action = -1, 0.0, 0, None
+        self.rule = WeightingRule.from_settings(settings, self.log_class_freq)  # the search's target uses it too
+        self.l_smooth, self.acc_smooth = initial_stage_scalars(len(log_class_freq))
+        self._stage, self._stage_loss, self._action = -1, StageLoss(), None
 
     @classmethod
     def from_file(cls, path, class_counts=None, smoothing: float | None = None) -> "PolicyWeighter":
@@ -111,51 +107,58 @@ class PolicyWeighter:
     @property
     def weight_norm(self) -> str:
         """How the search combined weights and losses: "sum_w" or "mean" (law.policy.weighted_mean_loss)."""
-        return str(self.settings["weight_norm"])
+        return self.rule.weight_norm
 
     def loss(self, per_sample_loss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The weighted loss of a batch, normalised as in the search (Eq. 7)."""
-        return weighted_mean_loss(per_sample_loss, weights, self.weight_norm)
+        return self.rule.loss(per_sample_loss, weights)
 
     def observe_validation(self, accuracy: float) -> None:
         """Report a validation accuracy (fraction); it enters acc_smooth as in the search."""
-        self.acc_smooth = self.smoothing * self.acc_smooth + (1 - self.smoothing) * accuracy
+        self.acc_smooth = smoothed(self.acc_smooth, accuracy, self.smoothing)
 
     def action(self, stage: int) -> torch.Tensor:
         """a_T = [theta_T, b] for `stage`; the stage state is updated when the stage changes."""
         if stage != self._stage:
-            if self._loss_count:
-                mean_loss = self._loss_sum / self._loss_count
-                self.l_smooth = self.smoothing * self.l_smooth + (1 - self.smoothing) * mean_loss
-            self._stage, self._loss_sum, self._loss_count = stage, 0.0, 0
+            if self._stage_loss.samples:
+                self.l_smooth = smoothed(self.l_smooth, self._stage_loss.mean(), self.smoothing)
+            self._stage, self._stage_loss = stage, StageLoss(self._stage_loss.sum.device)
             self._action = self.model.act(stage, (self.l_smooth, self.acc_smooth))
         return self._action
 
     def state_dict(self) -> dict:
         """The stage state a resumed training continues from (the actor itself comes from policy.h5)."""
         return {"l_smooth": self.l_smooth, "acc_smooth": self.acc_smooth, "stage": self._stage,
-                "loss_sum": self._loss_sum, "loss_count": self._loss_count, "action": self._action}
+                "stage_loss_sum": self._stage_loss.sum.cpu(), "stage_samples": self._stage_loss.samples,
+                "action": self._action}
 
     def load_state_dict(self, state: dict) -> None:
         self.l_smooth, self.acc_smooth = state["l_smooth"], state["acc_smooth"]
-        self._stage, self._loss_sum, self._loss_count = state["stage"], state["loss_sum"], state["loss_count"]
-        self._action = state["action"]
+        self._stage, self._action = state["stage"], state["action"]
+        self._stage_loss = StageLoss()
+        if "stage_loss_sum" in state:
+            self._stage_loss.sum.copy_(state["stage_loss_sum"])
+            self._stage_loss.samples = int(state["stage_samples"])
+        else:  # a checkpoint of an earlier version: a sum of batch means
+            self._stage_loss.sum.fill_(float(state["loss_sum"]))
+            self._stage_loss.samples = int(state["loss_count"])
 
     @torch.no_grad()
     def weights(self, logits: torch.Tensor, labels: torch.Tensor, stage: int,
                 per_sample_loss: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-sample weights [B] for a batch; 1 during the search's warm-up stages. `per_sample_loss`: the
-        batch's training loss when it is not cross-entropy (the policy's base_loss): its loss feature and l_smooth."""
+        """Per-sample weights [B] for a batch; 1 during the search's warm-up stages. `per_sample_loss`: the batch's
+        training loss (the policy's base_loss; cross-entropy of `logits` if not given): the loss feature and l_smooth."""
         if labels.numel() and int(labels.max()) >= len(self.log_class_freq):
             raise ValueError(f"label {int(labels.max())} is beyond this policy's {len(self.log_class_freq)} classes")
         action = self.action(stage)
         if per_sample_loss is None:
-            self._loss_sum += float(F.cross_entropy(logits.detach().float(), labels))
-        else:
-            self._loss_sum += float(per_sample_loss.detach().float().mean())
-        self._loss_count += 1
+            per_sample_loss = cross_entropy(logits.detach().float(), labels)
+        per_sample_loss = per_sample_loss.detach()
+        if self._stage_loss.sum.device != per_sample_loss.device:
+            self._stage_loss.sum = self._stage_loss.sum.to(per_sample_loss.device)
+        self._stage_loss.add(per_sample_loss.mean(), labels.numel())  # as the search's StageProgress
         if stage < self.warmup_stages:
             return torch.ones(labels.shape[0], device=logits.device)
-        features = item_features(logits, labels, self.log_class_freq.to(logits.device), self.settings["density"],
-                                 self.settings["label_feature"], self.settings["feature_norm"], per_sample_loss)
-        return sample_weights(features, action.to(logits.device))
+        if self.rule.log_class_freq.device != logits.device:
+            self.rule.log_class_freq = self.rule.log_class_freq.to(logits.device)
+        return self.rule.weights(logits, labels, action.to(logits.device), per_sample_loss)

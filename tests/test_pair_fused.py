@@ -13,7 +13,8 @@ from torch import nn
 
 from law_hpc.config import load_config
 from law_hpc.data import build_data
-from law_hpc.engine.pair import ClassifierPair, FeatureSettings
+from law_hpc.engine.pair import ClassifierPair
+from law_hpc.law.weighting import WeightingRule
 from law_hpc.models import create_model
 from search_helpers import SMOKE, assert_same_results, interrupt_after_rows, run_search
 
@@ -41,7 +42,7 @@ def _max_difference(net_a, net_b) -> float:
 
 @pytest.mark.parametrize("model", ["small_cnn", "mlp"])
 def test_fused_at_zero_action_trains_like_two_separate_nets(smoke_data, model):
-    features = FeatureSettings(torch.zeros(smoke_data.num_classes))
+    features = WeightingRule(torch.zeros(smoke_data.num_classes))
     stats, pairs = {}, {}
     for mode in ("sequential", "fused"):
         pairs[mode] = _pair(_model(model, smoke_data), mode)
@@ -62,7 +63,7 @@ def test_fused_resnet_step_matches_and_keeps_batchnorm_per_net():
     pairs = {mode: _pair(factory, mode) for mode in ("sequential", "fused")}
     images, labels = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 10
     action = torch.tensor([-1.0, 0.0, 0.0, 0.5, 0.1])
-    features = FeatureSettings(torch.zeros(10))
+    features = WeightingRule(torch.zeros(10))
     out = {mode: pair.step(images, labels, 0.05, action, features) for mode, pair in pairs.items()}
     fused, sequential = pairs["fused"], pairs["sequential"]
     assert fused.mode == "fused"
@@ -92,7 +93,7 @@ def test_unfusable_nets_fall_back_to_sequential_with_a_reason(smoke_data, capsys
     assert dropout.mode == "sequential" and "Dropout(p=0.5)" in dropout.fallback_reason
     probed = _pair(_DataDependent, "fused")
     sequential = _pair(_DataDependent, "sequential")
-    features = FeatureSettings(torch.zeros(smoke_data.num_classes))
+    features = WeightingRule(torch.zeros(smoke_data.num_classes))
     for pair in (probed, sequential):
         pair.train_stage(smoke_data.train.iterate(7), range(3), lambda s: 0.05, None, features)
     assert probed.mode == "sequential" and probed.fallback_reason
@@ -103,7 +104,7 @@ def test_unfusable_nets_fall_back_to_sequential_with_a_reason(smoke_data, capsys
 
 def test_fused_checkpoint_is_the_sequential_format_and_resumes_exactly(smoke_data):
     factory = _model("small_cnn", smoke_data)
-    features = FeatureSettings(torch.zeros(smoke_data.num_classes))
+    features = WeightingRule(torch.zeros(smoke_data.num_classes))
     action = np.array([-1.0, 0.0, 0.0, 0.0, 0.0], dtype=np.float32)
     whole = _pair(factory, "fused")
     batches = smoke_data.train.iterate(7)
@@ -157,7 +158,7 @@ class _TrainOnlyDataDependent(_DataDependent):
 
 def test_the_probe_tries_train_mode_without_touching_batchnorm_statistics(smoke_data):
     probed = _pair(_TrainOnlyDataDependent, "fused")
-    probed.step(*next(iter(smoke_data.val.batches())), 0.05, None, FeatureSettings(torch.zeros(10)))
+    probed.step(*next(iter(smoke_data.val.batches())), 0.05, None, WeightingRule(torch.zeros(10)))
     assert probed.mode == "sequential" and probed.fallback_reason
     batchnorm = _pair(_model("small_cnn", smoke_data), "fused")
     before = copy.deepcopy(batchnorm.state_dict())

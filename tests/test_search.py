@@ -10,7 +10,8 @@ import torch
 
 from law_hpc.config import load_config
 from law_hpc.data import build_data
-from law_hpc.engine.pair import ClassifierPair, FeatureSettings
+from law_hpc.engine.pair import ClassifierPair
+from law_hpc.law.weighting import WeightingRule
 from law_hpc.io.checkpoint import checkpoint_dir, list_checkpoints, read_checkpoint
 from law_hpc.io.metrics import read_stages
 from law_hpc.models import create_model
@@ -37,7 +38,7 @@ def test_uniform_weighting_keeps_the_pair_bit_identical(smoke_data, mode, base_l
     from law_hpc.law.losses import base_loss as make_base_loss
     cfg, data = smoke_data
     pair = _pair(cfg, data, mode)
-    features = FeatureSettings(torch.zeros(data.num_classes), base_loss=make_base_loss(base_loss))
+    features = WeightingRule(torch.zeros(data.num_classes), base_loss=make_base_loss(base_loss))
     stats = pair.train_stage(data.train.iterate(7), range(6), lambda step: 0.05, None, features)
     pair.close()
     for (name, p_t), p_r in zip(pair.target_net.state_dict().items(), pair.reference_net.state_dict().values()):
@@ -48,7 +49,7 @@ def test_uniform_weighting_keeps_the_pair_bit_identical(smoke_data, mode, base_l
 def test_a_nonzero_action_makes_the_pair_differ(smoke_data):
     cfg, data = smoke_data
     pair = _pair(cfg, data, "sequential")
-    features = FeatureSettings(torch.zeros(data.num_classes))
+    features = WeightingRule(torch.zeros(data.num_classes))
     action = np.array([-1.0, 0.0, 0.0, 0.0, 0.0], dtype=np.float32)  # down-weight high-loss samples
     stats = pair.train_stage(data.train.iterate(7), range(3), lambda step: 0.05, action, features)
     assert stats.weight_std > 0

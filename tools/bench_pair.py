@@ -16,14 +16,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from law_hpc.config import load_config  # noqa: E402
 from law_hpc.data import build_data  # noqa: E402
-from law_hpc.engine.pair import ClassifierPair, FeatureSettings  # noqa: E402
+from law_hpc.engine.pair import ClassifierPair  # noqa: E402
+from law_hpc.law.weighting import WeightingRule  # noqa: E402
 from law_hpc.models import model_from_config  # noqa: E402
 
 
 def samples_per_second(cfg, data, mode: str, iterations: int) -> float:
     factory = lambda: model_from_config(cfg.model, data.num_classes, data.in_channels, data.image_size)
     pair = ClassifierPair.create(factory, 0, torch.device("cpu"), 0.05, 0.9, 2e-5, mode)
-    features = FeatureSettings(torch.zeros(data.num_classes))
+    features = WeightingRule(torch.zeros(data.num_classes))
     action = torch.tensor([-0.5, 0.1, 0.1, 0.0, 0.0])
     batches = data.train.iterate(0)
     pair.train_stage(batches, range(5), lambda s: 0.05, action, features)  # warm-up

@@ -19,30 +19,11 @@ import numpy as np
 import torch
 
 from ..data.types import EvalSet
-from ..law.features import item_features
-from ..law.losses import cross_entropy
-from ..law.policy import sample_weights, weighted_mean_loss
+from ..law.weighting import WeightingRule
 from .evaluation import top1_accuracies
 from .fused import TARGET, REFERENCE, StackedNets, fusion_obstacle, repoint_optimizer
 from .schedule import set_lr
 from .steps import StepProgress, run_steps
-
-
-@dataclass
-class FeatureSettings:
-    """What the target step needs to turn logits into weights."""
-
-    log_class_freq: torch.Tensor
-    density: str = "cosine"
-    label_feature: str = "log_freq"
-    weight_norm: str = "mean"
-    feature_norm: str = "zscore"
-    base_loss: Callable = cross_entropy
-    """loss(logits, labels) -> [B], the per-sample loss both nets train on (train.base_loss)."""
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.log_class_freq)
 
 
 @dataclass
@@ -209,37 +190,35 @@ class ClassifierPair:
             self._executor = None
 
     # --- one iteration -----------------------------------------------------------------------------
-    def _loss_and_weights(self, logits, labels, per_sample_loss, action, features: FeatureSettings):
+    def _loss_and_weights(self, logits, labels, per_sample_loss, action, rule: WeightingRule):
         """The plain mean loss and weights 1 without an action; else K_T(f, theta_T) on features of the target's
         own forward pass (Eq. 3, 6; no gradient) and the weighted loss (Eq. 7), their time kept."""
         if action is None:
             return per_sample_loss.mean(), torch.ones_like(per_sample_loss)
         started = time.perf_counter()
-        f = item_features(logits, labels, features.log_class_freq, features.density, features.label_feature,
-                          features.feature_norm, per_sample_loss)
-        weights = sample_weights(f, action)
-        loss = weighted_mean_loss(per_sample_loss, weights, features.weight_norm)
+        weights = rule.weights(logits, labels, action, per_sample_loss)
+        loss = rule.loss(per_sample_loss, weights)
         self.weights_seconds += time.perf_counter() - started
         return loss, weights
 
-    def _step_net(self, net, optimizer, images, labels, action, features: FeatureSettings):
+    def _step_net(self, net, optimizer, images, labels, action, rule: WeightingRule):
         """One SGD step of `net`; weighted by K_T when `action` is given. Both nets run THIS code, so with
         no action the target and the reference compute bit-identical losses and updates."""
         net.train()
         logits = net(images)
-        per_sample_loss = features.base_loss(logits, labels)
-        loss, weights = self._loss_and_weights(logits, labels, per_sample_loss, action, features)
+        per_sample_loss = rule.base_loss(logits, labels)
+        loss, weights = self._loss_and_weights(logits, labels, per_sample_loss, action, rule)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return per_sample_loss.detach().mean(), weights.detach()
 
-    def _step_fused(self, images, labels, action, features: FeatureSettings):
+    def _step_fused(self, images, labels, action, rule: WeightingRule):
         """One SGD step of both nets from one stacked forward and backward; the same losses as `_step_net`."""
         logits = self.stacked.forward(images, train=True)  # [2, B, C]
-        per_sample_loss = features.base_loss(logits.flatten(0, 1), labels.repeat(2)).view(2, -1)
+        per_sample_loss = rule.base_loss(logits.flatten(0, 1), labels.repeat(2)).view(2, -1)
         loss_reference = per_sample_loss[REFERENCE].mean()
-        loss_target, weights = self._loss_and_weights(logits[TARGET], labels, per_sample_loss[TARGET], action, features)
+        loss_target, weights = self._loss_and_weights(logits[TARGET], labels, per_sample_loss[TARGET], action, rule)
         self.stacked.zero_grad()
         (loss_target + loss_reference).backward()  # the nets share no parameter: each gets its own gradient
         self.stacked.share_grads()
@@ -248,15 +227,15 @@ class ClassifierPair:
         losses = per_sample_loss.detach().mean(1)
         return losses[TARGET], losses[REFERENCE], weights.detach()
 
-    def step(self, images, labels, lr: float, action, features: FeatureSettings):
+    def step(self, images, labels, lr: float, action, rule: WeightingRule):
         """One SGD step of both nets on the same batch; returns (target loss, reference loss, weights)."""
         set_lr((self.target_optimizer, self.reference_optimizer), lr)
         if self.stacked is not None and not self._probed:
             self._probe_fusion(images)
         if self.stacked is not None:
-            return self._step_fused(images, labels, action, features)
-        reference = (self.reference_net, self.reference_optimizer, images, labels, None, features)
-        target = (self.target_net, self.target_optimizer, images, labels, action, features)
+            return self._step_fused(images, labels, action, rule)
+        reference = (self.reference_net, self.reference_optimizer, images, labels, None, rule)
+        target = (self.target_net, self.target_optimizer, images, labels, action, rule)
         if self._executor is None:
             loss_reference, _ = self._step_net(*reference)
             loss_target, weights = self._step_net(*target)
@@ -268,14 +247,14 @@ class ClassifierPair:
 
     # --- a stage and an evaluation -------------------------------------------------------------------
     def train_stage(self, batches: Iterator, steps: range, lr_at: Callable[[int], float], action,
-                    features: FeatureSettings) -> StageStats:
+                    rule: WeightingRule) -> StageStats:
         """One SGD step per iteration of `steps` on the next batches of the stream, with the stage's fixed action."""
-        progress = StageProgress(steps, features.num_classes, next(self.target_net.parameters()).device)
-        self.train_steps(batches, progress, lr_at, action, features)
+        progress = StageProgress(steps, rule.num_classes, next(self.target_net.parameters()).device)
+        self.train_steps(batches, progress, lr_at, action, rule)
         return progress.stats()
 
     def train_steps(self, batches: Iterator, progress: "StageProgress", lr_at: Callable[[int], float], action,
-                    features: FeatureSettings, stop: Callable[[], bool] = lambda: False) -> bool:
+                    rule: WeightingRule, stop: Callable[[], bool] = lambda: False) -> bool:
         """The rest of a stage from where `progress` stands, adding to its sums; `stop()` is asked after every
         iteration. False when it said stop before the stage's last iteration (`progress` is then a mid-stage
         position that a checkpoint can hold), True when the stage is complete."""
@@ -286,7 +265,7 @@ class ClassifierPair:
         def one_step(step: int) -> None:
             batch = next(batches)
             loss_target, loss_reference, weights = self.step(batch.images, batch.labels, lr_at(step), action_on_device,
-                                                             features)
+                                                             rule)
             progress.add(loss_target, loss_reference, weights, batch.labels)
         try:
             return run_steps(progress, one_step, stop)

@@ -6,8 +6,9 @@ generators seeded by their coordinates (seed, rank, episode, stage, step), so th
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
+
+from ..law.weighting import initial_stage_scalars, smoothed
 
 
 @dataclass
@@ -26,7 +27,7 @@ class SearchState:
     def start_episode(self, num_classes: int) -> None:
         """Before any training the loss is that of a uniform guess and accuracy is chance."""
         self.stage, self.episode_over, self.gap = 0, False, 0.0
-        self.l_smooth, self.acc_smooth = math.log(num_classes), 1.0 / num_classes
+        self.l_smooth, self.acc_smooth = initial_stage_scalars(num_classes)
 
     @property
     def scalars(self) -> tuple[float, float]:
@@ -35,7 +36,7 @@ class SearchState:
 
     def smoothed(self, loss: float, acc: float, beta: float) -> tuple[float, float]:
         """The EMAs l_smooth and acc_smooth after a stage with training loss `loss` and accuracy `acc`."""
-        return beta * self.l_smooth + (1 - beta) * loss, beta * self.acc_smooth + (1 - beta) * acc
+        return smoothed(self.l_smooth, loss, beta), smoothed(self.acc_smooth, acc, beta)
 
     def advance(self, stage: int, scalars: tuple[float, float], gap: float, episode_over: bool) -> None:
         self.stage, self.gap = stage + 1, float(gap)

@@ -72,34 +72,46 @@ def item_features(
     label_feature: str = "log_freq",
     norm: str = "zscore",
     per_sample_loss: torch.Tensor | None = None,
+    terms=FEATURE_NAMES,
 ) -> torch.Tensor:
     """[B, 4] features of a batch from the target net's logits (no gradient), normalised per batch.
     `per_sample_loss`: the per-sample training loss of these logits (train.base_loss) if the caller has it; else
-    their cross-entropy.
+    their cross-entropy. `terms`: the features to compute (a policy's action terms); the others stay 0 (every
+    feature is normalised on its own, so leaving one out changes no other).
 
     log_class_freq[c] = log(frequency of observed label c in the training set). The label feature:
     "log_freq" = log(C * freq), not normalised; "log_freq_batch" = the same, normalised with the batch;
     "index" = the raw class index, normalised with the batch.
     """
-    logits = logits.detach().float()
-    if per_sample_loss is None:
-        per_sample_loss = F.cross_entropy(logits, labels, reduction="none")
-    per_sample_loss = per_sample_loss.detach().float()
-    log_probs = F.log_softmax(logits, dim=1)
-    entropy = -(log_probs.exp() * log_probs).sum(dim=1)
-    dens = batch_density(logits, density)
-    if label_feature in ("log_freq", "log_freq_batch"):
-        label = log_class_freq.to(logits.device)[labels] + math.log(len(log_class_freq))
-    elif label_feature == "index":
-        label = labels.float()
-    else:
+    if label_feature not in ("log_freq", "log_freq_batch", "index"):
         raise ValueError(f"unknown label feature '{label_feature}'")
-    features = torch.stack([per_sample_loss, entropy, dens, label], dim=1)
-    if norm == "rank":
-        features = batch_ranks(features)
-    elif norm != "zscore":
+    if norm not in ("zscore", "rank"):
         raise ValueError(f"unknown feature normalisation '{norm}'")
-    features = zscore(features)
-    if label_feature == "log_freq":  # a data-set property: kept as it is (see the module docstring)
-        features[:, 3] = label
+    logits = logits.detach().float()
+    wanted = [name for name in FEATURE_NAMES if name in terms]
+    columns = []
+    if "loss" in wanted:
+        loss = F.cross_entropy(logits, labels, reduction="none") if per_sample_loss is None else per_sample_loss
+        columns.append(loss.detach().float())
+    if "entropy" in wanted:
+        log_probs = F.log_softmax(logits, dim=1)
+        columns.append(-(log_probs.exp() * log_probs).sum(dim=1))
+    if "density" in wanted:
+        columns.append(batch_density(logits, density))
+    if "label" in wanted:
+        if label_feature == "index":
+            label = labels.float()
+        else:
+            label = log_class_freq.to(logits.device)[labels] + math.log(len(log_class_freq))
+        columns.append(label)
+    features = torch.zeros(logits.shape[0], NUM_FEATURES, device=logits.device)
+    kept = "label" in wanted and label_feature == "log_freq"  # a data-set property: not normalised (see above)
+    normalised = wanted[:-1] if kept else wanted
+    if normalised:
+        computed = torch.stack(columns[:len(normalised)], dim=1)
+        if norm == "rank":
+            computed = batch_ranks(computed)
+        features[:, [FEATURE_NAMES.index(name) for name in normalised]] = zscore(computed)
+    if kept:
+        features[:, FEATURE_NAMES.index("label")] = columns[-1]
     return features

@@ -45,9 +45,8 @@ class LawPolicy(WeightingMethod):
         # the step's stage, as the search's StageSchedule.stage_of_step cut its episodes
         stage = self.weighter.stage_of_step(round(epoch * self.iterations_per_epoch), self.total_steps)
         # the loss feature and l_smooth: the batch's base loss, computed once by per_sample_loss (train_step calls
-        # it first); cross-entropy the weighter computes itself, as before base_loss existed
-        loss = None if self.base_loss is cross_entropy else self._batch_loss
-        return self.weighter.weights(logits, batch.labels, stage, loss)
+        # it first), as the search's target step hands it on (law/weighting.py)
+        return self.weighter.weights(logits, batch.labels, stage, self._batch_loss)
 
     def per_sample_loss(self, logits, batch):
         loss = self.base_loss(logits, batch.labels)
