@@ -33,6 +33,9 @@ class DataConfig:
     """Image folders: a folder of images whose labels you trust, <val_root>/<class>/*, with the class names of
     train/: the validation split (LAW's reward, the choice of the policy, the best model). Empty: val_size images
     carved out of the training folder, whose labels are then only as clean as the folder's."""
+    test_root: str = ""
+    """Image folders: labelled test images, <test_root>/<class>/* (class names of train/), for the test column
+    only (never for a choice). Empty: data.root/val/ if it exists, else no test set (test accuracy NaN)."""
     search_train_size: int = 10000
     """Training images in the search subset (paper: 20k of CIFAR's 50k); 0 = all not used for validation."""
     val_size: int = 2000
@@ -414,6 +417,7 @@ def validate(cfg: Config) -> None:
         (s.eval_every >= 1, "search.eval_every", "must be >= 1"),
         (s.patience >= 0 and s.min_episodes >= 0, "search.patience", "patience and min_episodes must be >= 0"),
         (not d.val_root or d.dataset == "imagenet", "data.val_root", "is for image folders (data.dataset=imagenet)"),
+        (not d.test_root or d.dataset == "imagenet", "data.test_root", "is for image folders (data.dataset=imagenet)"),
         (d.augment in ("none", "crop_flip") or d.dataset == "imagenet", "data.augment",
          f"'{d.augment}' is for image folders (data.dataset=imagenet); in-memory data takes none or crop_flip"),
         (st.action_scale > 0, "strategy.action_scale", "must be > 0"),

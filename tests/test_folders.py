@@ -138,3 +138,20 @@ def test_a_trusted_folder_is_the_validation_split_and_must_hold_every_class(expo
     with pytest.raises(ValueError, match="has no images of class"):
         build_data(folder_config(export, "torch", f"data.val_root={trusted}"), purpose="train", seed=0, rank=0,
                    world_size=1, device=CPU)
+
+
+def test_a_test_folder_can_be_named_and_is_optional(export, tmp_path):
+    """data.test_root names the test images; without it data.root/val/ is the test set if it exists, else none."""
+    elsewhere = tmp_path / "held_out"
+    shutil.copytree(export / "val", elsewhere)
+    shutil.rmtree(sorted(elsewhere.iterdir())[0])  # a test set may lack a class
+    data = build_data(folder_config(export, "torch", f"data.test_root={elsewhere}"), purpose="train", seed=0, rank=0,
+                      world_size=1, device=CPU)
+    assert len(data.test) == len(scan_image_folder(tmp_path, "held_out", data.classes).labels) == 90
+    no_val = tmp_path / "no_val"
+    shutil.copytree(export / "train", no_val / "train")
+    assert build_data(folder_config(no_val, "torch"), purpose="train", seed=0, rank=0, world_size=1,
+                      device=CPU).test is None
+    with pytest.raises(FileNotFoundError, match="missing image folder"):
+        build_data(folder_config(no_val, "torch", f"data.test_root={tmp_path / 'absent'}"), purpose="train", seed=0,
+                   rank=0, world_size=1, device=CPU)

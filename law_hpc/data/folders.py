@@ -61,9 +61,12 @@ def scan_image_folder(root: str | Path, part: str, classes: list[str] | None = N
 
 @register_dataset("imagenet")
 def image_folder(cfg) -> tuple[FileDataset, FileDataset | None]:
-    """An ImageNet-style folder: data.root/train/<class>/ and data.root/val/<class>/ (the test images; a
-    folder without val/ has no test set, and its trainings report no test accuracy)."""
+    """An ImageNet-style folder: data.root/train/<class>/ and the test images, data.test_root/<class>/ (default
+    data.root/val/). Without a test folder there is no test set, and trainings report no test accuracy."""
     train = scan_image_folder(cfg.root, "train")
+    if cfg.test_root:  # named, so it must be there (scan_image_folder says which path is missing)
+        test = Path(cfg.test_root)
+        return train, scan_image_folder(test.parent, test.name, train.classes)
     has_test = (Path(cfg.root) / "val").is_dir()
     return train, scan_image_folder(cfg.root, "val", train.classes) if has_test else None
 
