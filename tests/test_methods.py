@@ -87,7 +87,21 @@ OPTIONS = {"focal": {"gamma": 2.0}, "class_balanced": {"class_counts": (50, 30, 
            "oracle": {"clean_mask": np.arange(BATCH) % 3 != 0}, "uniform": {},
            "logit_adjusted": {"class_counts": (50, 30, 20)}, "balanced_softmax": {"class_counts": (50, 30, 20)},
            "gce": {"q": 0.7}, "ldam_drw": {"class_counts": (50, 30, 20), "total_epochs": 1.0},
-           "elr": {"train_size": BATCH, "num_classes": NUM_CLASSES}}
+           "elr": {"train_size": BATCH, "num_classes": NUM_CLASSES},
+           "dividemix": {"training_set": lambda: TrainingSet(*batch(1)), "warmup_epochs": 0.5}}
+
+
+class TrainingSet:
+    """The training split as an evaluation set (data.training_set()), in index order: DivideMix's division."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def batches(self):
+        yield self.images, self.labels
 
 
 # ---------------------------------------------------------------- registry and the common interface
@@ -338,3 +352,32 @@ def test_every_method_is_built_from_the_config_and_the_training_data():
     cfg.train.method = "nope"
     with pytest.raises(ValueError, match="unknown weighting method 'nope'"):
         build_method(cfg, data)
+
+
+# ---------------------------------------------------------------- DivideMix
+
+def test_dividemix_gmm_finds_the_low_loss_component():
+    from law_hpc.methods.dividemix import clean_probability
+    rng = np.random.default_rng(0)
+    losses = np.concatenate([rng.normal(0.2, 0.05, 600), rng.normal(2.5, 0.4, 400)])  # 600 clean, 400 noisy
+    clean = clean_probability(losses)
+    assert (clean[:600] > 0.5).mean() > 0.97 and (clean[600:] < 0.5).mean() > 0.97
+    assert np.all((clean >= 0) & (clean <= 1))
+
+
+def test_dividemix_sharpening_and_co_divide():
+    from law_hpc.methods.dividemix import sharpen
+    p = torch.tensor([[0.6, 0.3, 0.1]])
+    torch.testing.assert_close(sharpen(p, 1.0), p)  # T = 1: unchanged
+    assert sharpen(p, 0.5)[0, 0] > 0.6 and torch.isclose(sharpen(p, 0.5).sum(), torch.tensor(1.0))
+    images, labels = batch(1)
+    method = set_up(create_method("dividemix", training_set=lambda: TrainingSet(images, labels), warmup_epochs=1.0))
+    warm = step(method, (images, labels), epoch=0.5)
+    assert method.clean is None and torch.all(warm.weights == 1)  # warm-up: plain cross-entropy, no division
+    out = step(method, (images, labels), epoch=1.0)
+    assert method.clean.shape == (2, BATCH) and method.divided_epoch == 1
+    # the first network's step used the division of the second (co-divide): the weights it reports are those
+    torch.testing.assert_close(out.weights, method.clean[1])
+    before = method.clean.clone()
+    step(method, (images, labels), epoch=1.5)  # same epoch: no new division
+    assert torch.equal(method.clean, before)
