@@ -3,6 +3,7 @@
     python tools/run_benchmark.py --out runs/benchmark            # the README table (a few hours here)
     python tools/run_benchmark.py --out /tmp/b --settings noisy_mlp --seeds 0 --searcher-episodes 4   # a trial
     python tools/run_benchmark.py --settings noisy_mlp --methods law --search-ranks 1 2 4 --gloo   # what N_a buys
+    python tools/run_benchmark.py --settings noisy --methods uniform law --policy fmnist_noisy_mlp   # no search
 
 Settings (Fashion-MNIST, 10k noisy training images, 20 epochs, the schedule of the configs):
 `noisy_mlp` = 40 % symmetric noise (uniform_mix), the MLP that memorises noisy labels; `noisy` = the
@@ -62,6 +63,8 @@ def parse_args(argv=None):
     parser.add_argument("--report", action="store_true",
                         help="run nothing: write the table from the runs already finished in --out")
     parser.add_argument("--set", action="append", default=[], help="extra config override for every run")
+    parser.add_argument("--policy", nargs="+", default=[],
+                        help="law rows that train with these policies (shipped names or files) instead of searching")
     return parser.parse_args(argv)
 
 
@@ -114,10 +117,10 @@ def train(args, setting: str, row: str, method: str, seed: int, policy: Path | N
         cmd += ["--policy", str(policy)] if method == "law" else ["--method", method]
         cpu_seconds = run_logged(cmd, out / setting / f"{row.replace(' ', '_')}-seed{seed}.log")
         with h5py.File(run_dir / "train.h5", "r") as log:
-            test_acc = log["epochs/test_acc"][()]
-        np.save(result_file, np.array([test_acc[-1], test_acc.max(), cpu_seconds / 60]))
-    final, best, minutes = np.load(result_file)
-    return {"final": final, "best": best, "cpu_minutes": minutes}
+            test_acc, val_acc = log["epochs/test_acc"][()], log["epochs/val_acc"][()]
+        np.save(result_file, np.array([test_acc[-1], test_acc.max(), cpu_seconds / 60, val_acc[-1]]))
+    final, best, minutes, *val = np.load(result_file)  # older results lack the validation accuracy
+    return {"final": final, "best": best, "cpu_minutes": minutes, "val": val[0] if val else float("nan")}
 
 
 def table(results: dict, search_cost: dict, rows: dict, args) -> str:
@@ -159,6 +162,9 @@ def main(argv=None) -> int:
         for method in args.methods:
             if method != "law":
                 jobs.append((method, method, None))
+                continue
+            if args.policy:  # no search: each given policy is a row
+                jobs += [(f"law ({Path(policy).stem})", "law", policy) for policy in args.policy]
                 continue
             for ranks in args.search_ranks:
                 if not args.report:

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""The shipped policies without a search, across noise rates, noise modes, the long tail and networks.
+
+    python tools/transfer_matrix.py --out runs/transfer --networks mlp --policies fmnist_noisy_mlp fmnist_noisy
+    python tools/transfer_matrix.py --out runs/transfer --report       # the table from the runs done so far
+
+Each cell trains uniform and every given policy (tools/run_benchmark.py, the benchmark's 10k Fashion-MNIST images
+and 20 epochs) for --seeds seeds and reports the policy's final-epoch test accuracy minus uniform's. A cell where
+uniform's final epoch is 3 or more points below its best epoch is marked as memorising (m). The policy to
+recommend is chosen on VALIDATION accuracy (the mean over the cells of its final-epoch validation accuracy minus
+uniform's), never on the test columns. Re-running skips finished runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run_benchmark  # noqa: E402
+
+NETWORKS = {"mlp": ("noisy_mlp", []), "small_cnn": ("noisy", []),
+            "resnet32": ("noisy", ["model.name=resnet32_cifar"])}
+"""Row -> (benchmark setting, overrides): the setting brings the network and the shared schedule."""
+COLUMNS = {
+    "sym 20 %": ["data.noise_rate=0.2"], "sym 40 %": [], "sym 60 %": ["data.noise_rate=0.6"],
+    "sym 80 %": ["data.noise_rate=0.8"], "flip 40 %": ["data.noise_mode=flip"], "pair 40 %": ["data.noise_mode=pair"],
+    "long tail": ["data.noise_mode=none", "data.noise_rate=0", "data.imbalance=long_tail"],
+}
+"""Column -> overrides of the setting (symmetric = uniform_mix, the benchmark's noise)."""
+
+
+def cell(args, network: str, column: str) -> dict:
+    """{row: [run results]} of one cell (run_benchmark's rows: uniform, law (<policy>))."""
+    setting, overrides = NETWORKS[network]
+    out = Path(args.out) / network / column.replace(" ", "").replace("%", "")
+    argv = ["--out", str(out), "--settings", setting, "--methods", "uniform", "law", "--policy", *args.policies,
+            "--seeds", *map(str, args.seeds), "--jobs", str(args.jobs)]
+    for override in overrides + COLUMNS[column]:
+        argv += ["--set", override]
+    if args.report:
+        argv.append("--report")
+    bench_args, root = run_benchmark.parse_args(argv), out.resolve()
+    jobs = [("uniform", "uniform", None)] + [(f"law ({Path(p).stem})", "law", p) for p in args.policies]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = {(row, seed): pool.submit(run_benchmark.train, bench_args, setting, row, method, seed, policy, root)
+                   for row, method, policy in jobs for seed in args.seeds}
+    results = {row: [] for row, _, _ in jobs}
+    for (row, _), future in futures.items():
+        if future.result() is not None:
+            results[row].append(future.result())
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/transfer")
+    parser.add_argument("--networks", nargs="+", default=["mlp", "small_cnn"], choices=list(NETWORKS))
+    parser.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
+    parser.add_argument("--policies", nargs="+", default=["fmnist_noisy_mlp", "fmnist_noisy"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--report", action="store_true", help="run nothing: the table from finished runs")
+    args = parser.parse_args(argv)
+    lines = ["Final-epoch test accuracy (%) of each shipped policy minus uniform's, mean ± std over seeds "
+             "(uniform's own accuracy in brackets; m: uniform memorises, final epoch >= 3 below its best).", "",
+             "| network | policy | " + " | ".join(args.columns) + " |", "| --- | --- |" + " ---: |" * len(args.columns)]
+    validation = {policy: [] for policy in args.policies}
+    for network in args.networks:
+        cells = {column: cell(args, network, column) for column in args.columns}
+        for policy in args.policies:
+            row, texts = f"law ({Path(policy).stem})", []
+            for column in args.columns:
+                uniform, law = cells[column]["uniform"], cells[column][row]
+                seeds = min(len(uniform), len(law))
+                if not seeds:
+                    texts.append("")
+                    continue
+                gain = 100 * np.array([law[i]["final"] - uniform[i]["final"] for i in range(seeds)])
+                base = 100 * np.mean([u["final"] for u in uniform[:seeds]])
+                memorises = np.mean([u["best"] - u["final"] for u in uniform[:seeds]]) >= 0.03
+                texts.append(f"{gain.mean():+.1f} ± {gain.std():.1f} ({base:.1f}{' m' if memorises else ''})")
+                validation[policy] += [law[i]["val"] - uniform[i]["val"] for i in range(seeds)]
+            lines.append(f"| {network} | {Path(policy).stem} | " + " | ".join(texts) + " |")
+    lines += ["", "Chosen on validation (mean final-epoch validation accuracy gain over uniform, all cells): " + ", ".join(
+        f"{Path(p).stem} {100 * np.nanmean(v):+.2f}" for p, v in validation.items() if v)]
+    table = "\n".join(lines) + "\n"
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "matrix.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
