@@ -69,13 +69,14 @@ class DivideMix(WeightingMethod):
         """T of the sharpening (paper: 0.5)."""
         alpha: float = 4.0
         """MixUp's Beta(alpha, alpha) (paper: 4)."""
-        lambda_u: float = 25.0
-        """Weight of the unlabelled MSE loss (paper: 0 at 20 % noise, 25 at 50 %, 50 at 90 %)."""
+        lambda_u: float = 0.0
+        """Weight of the unlabelled MSE loss (paper: 0 at 20 % noise, 25 at 50 %, 50 at 90 %). 0 chosen on validation:
+        small CNN, 4k noisy images, 8 epochs: validation 74.2 % at 0, 71.0 % at 25 (uniform 80.2 %)."""
         rampup_epochs: float = 1.0
         """Epochs over which lambda_u ramps up after the warm-up (paper: 16 of 300)."""
 
     def __init__(self, training_set, warmup_epochs: float = 2.0, p_threshold: float = 0.5, temperature: float = 0.5,
-                 alpha: float = 4.0, lambda_u: float = 25.0, rampup_epochs: float = 1.0):
+                 alpha: float = 4.0, lambda_u: float = 0.0, rampup_epochs: float = 1.0):
         if not 0 < temperature <= 1 or alpha <= 0 or not 0 <= p_threshold < 1 or lambda_u < 0:
             raise ValueError("dividemix needs 0 < temperature <= 1, alpha > 0, 0 <= p_threshold < 1, lambda_u >= 0")
         self.training_set = training_set  # () -> the training split as an evaluation set, in index order
@@ -113,8 +114,8 @@ class DivideMix(WeightingMethod):
         """MixMatch with co-refined labels and co-guessed targets for `model`, divided by its peer (`clean`). The
         mix draws from a generator seeded by (step, network): a resumed run mixes as an uninterrupted one."""
         rng = np.random.default_rng(derive_seed("dividemix", round(epoch * 1_000_000), net))
-        with torch.no_grad():
-            model.eval()
+        with torch.no_grad():  # as the authors' code: the net being trained guesses in train mode, its peer in eval
+            model.train()
             peer.eval()
             own = F.softmax(model(images), dim=1)
             guessed = (own + F.softmax(peer(images), dim=1)) / 2
@@ -128,7 +129,6 @@ class DivideMix(WeightingMethod):
             mix = float(rng.beta(self.alpha, self.alpha))
             mix = max(mix, 1 - mix)
             partner = torch.from_numpy(rng.permutation(len(labels))).to(images.device)
-        model.train()
         mixed_images = mix * images + (1 - mix) * images[partner]
         mixed_targets = mix * targets + (1 - mix) * targets[partner]
         logits = model(mixed_images)
