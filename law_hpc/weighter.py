@@ -12,7 +12,7 @@ or, step by step:
         weights = weighter.weights(logits, labels, weighter.stage_of_step(step, total_steps))
         loss = weighter.loss(F.cross_entropy(logits, labels, reduction="none"), weights)
         ...
-        if (step + 1) % (total_steps // weighter.stages) == 0:    # at each stage end, as in the search
+        if (step + 1) % weighter.schedule(total_steps).iterations_per_stage == 0:   # each stage end, as the search
             weighter.observe_validation(validation_accuracy(model))
 
 The stage state s_T = [e_T, l_smooth, acc_smooth] is kept here as in the search: l_smooth follows the
@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 import torch
 
+from .engine.schedule import StageSchedule
 from .io.policy_file import load_policy
 from .law.features import log_class_frequencies
 from .law.losses import base_loss, cross_entropy
@@ -60,7 +61,7 @@ class LAWLoss:
 
     def stage_ends(self, step: int) -> bool:
         """Whether step `step` is the last of a stage: report a validation accuracy then, as the search did."""
-        return (step + 1) % max(1, self.total_steps // self.weighter.stages) == 0
+        return (step + 1) % self.weighter.schedule(self.total_steps).iterations_per_stage == 0
 
     def observe_validation(self, accuracy: float) -> None:
         """A clean validation accuracy (fraction) at a stage end; without it acc_smooth stays at chance."""
@@ -95,14 +96,14 @@ class PolicyWeighter:
             log_class_freq = log_class_frequencies(class_counts)
         return cls(model, settings, log_class_freq, smoothing)
 
+    def schedule(self, total_steps: int) -> StageSchedule:
+        """The search's stage schedule over a training of `total_steps` optimiser steps (engine/schedule.py)."""
+        return StageSchedule(self.stages, self.warmup_stages, iterations_per_epoch=total_steps, epochs=1, base_lr=0.0)
+
     def stage_of_step(self, step: int, total_steps: int) -> int:
         """The policy stage (0-based) of optimiser step `step` of a training of `total_steps`, cut into the
-        search's stages of equal step counts exactly as the search cut its episodes (engine/schedule.py)."""
-        return min(step // max(1, total_steps // self.stages), self.stages - 1)
-
-    def stage_of(self, epoch: float, total_epochs: float) -> int:
-        """The stage of a fractional epoch (step / steps per epoch); stage_of_step is exact at stage ends."""
-        return min(int(epoch / total_epochs * self.stages), self.stages - 1)
+        search's stages of equal step counts by the search's own schedule object."""
+        return self.schedule(total_steps).stage_of_step(step)
 
     @property
     def weight_norm(self) -> str:

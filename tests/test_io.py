@@ -148,7 +148,7 @@ def test_policy_file_round_trip_and_weighter(tmp_path):
     weighter = PolicyWeighter.from_file(tmp_path / "policy.h5", class_counts=[50, 25, 25])
     logits, labels = torch.randn(16, 3), torch.randint(0, 3, (16,))
     assert torch.equal(weighter.weights(logits, labels, stage=0), torch.ones(16))  # warm-up stage
-    weights = weighter.weights(logits, labels, stage=weighter.stage_of(3, 4))
+    weights = weighter.weights(logits, labels, stage=weighter.stage_of_step(3, 4))
     assert weights.shape == (16,) and (weights > 0).all() and (weights < 2).all()
     with pytest.raises(ValueError, match="not a law_hpc policy"):
         load_policy(_foreign(tmp_path))
