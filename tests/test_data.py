@@ -137,6 +137,12 @@ def test_split_is_deterministic_by_seed(fmnist):
     assert not np.array_equal(a.train_index, c.train_index)
 
 
+
+def test_asking_for_more_training_images_than_remain_names_both_keys(fmnist):
+    with pytest.raises(ValueError, match=r"70000 training images asked for \(data.search_train_size .* data.train_size"):
+        make_split(fmnist.labels, 10, val_size=500, train_size=70000, rng=np.random.default_rng(0),
+                   corruption=CorruptionSpec())
+
 # --- pipelines ------------------------------------------------------------------------------------------------------
 
 def epoch_indices(stream, epoch=0):

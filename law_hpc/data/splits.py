@@ -86,7 +86,8 @@ def make_split(labels: np.ndarray, num_classes: int, *, val_size: int, train_siz
         pool = rng.permutation(pool[balanced_validation(labels[pool], num_classes, per_class * num_classes, rng)])
     elif train_size:
         if train_size > len(pool):
-            raise ValueError(f"data.search_train_size={train_size} but only {len(pool)} training images remain")
+            raise ValueError(f"{train_size} training images asked for (data.search_train_size of a search, "
+                             f"data.train_size of a training; 0 = all) but only {len(pool)} remain")
         pool = pool[:train_size]
     train_true = labels[pool]
     train_observed = corrupt_labels(train_true, num_classes, c.noise_mode, c.noise_rate, rng)
