@@ -79,6 +79,7 @@ class PolicyWeighter:
         self.rule = WeightingRule.from_settings(settings, self.log_class_freq)  # the search's target uses it too
         self.l_smooth, self.acc_smooth = initial_stage_scalars(len(log_class_freq))
         self._stage, self._stage_loss, self._action = -1, StageLoss(), None
+        self._schedule: StageSchedule | None = None
 
     @classmethod
     def from_file(cls, path, class_counts=None, smoothing: float | None = None) -> "PolicyWeighter":
@@ -97,8 +98,12 @@ class PolicyWeighter:
         return cls(model, settings, log_class_freq, smoothing)
 
     def schedule(self, total_steps: int) -> StageSchedule:
-        """The search's stage schedule over a training of `total_steps` optimiser steps (engine/schedule.py)."""
-        return StageSchedule(self.stages, self.warmup_stages, iterations_per_epoch=total_steps, epochs=1, base_lr=0.0)
+        """The search's stage schedule over a training of `total_steps` optimiser steps (engine/schedule.py); kept,
+        since every batch asks for it."""
+        if self._schedule is None or self._schedule.iterations_per_epoch != total_steps:
+            self._schedule = StageSchedule(self.stages, self.warmup_stages, iterations_per_epoch=total_steps, epochs=1,
+                                           base_lr=0.0)
+        return self._schedule
 
     def stage_of_step(self, step: int, total_steps: int) -> int:
         """The policy stage (0-based) of optimiser step `step` of a training of `total_steps`, cut into the
