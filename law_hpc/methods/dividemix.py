@@ -110,14 +110,16 @@ class DivideMix(WeightingMethod):
             clean.append(torch.from_numpy(clean_probability(torch.cat(losses).numpy())).float())
         self.clean = torch.stack(clean)
 
-    def _mixmatch_loss(self, model, peer, images, labels, clean, epoch: float, net: int) -> torch.Tensor:
+    def _mixmatch_loss(self, model, peer, images, labels, clean, epoch: float, net: int):
         """MixMatch with co-refined labels and co-guessed targets for `model`, divided by its peer (`clean`). The
-        mix draws from a generator seeded by (step, network): a resumed run mixes as an uninterrupted one."""
+        mix draws from a generator seeded by (step, network): a resumed run mixes as an uninterrupted one.
+        Returns the loss and `model`'s per-sample cross-entropy on the unmixed batch before the step."""
         rng = np.random.default_rng(derive_seed("dividemix", round(epoch * 1_000_000), net))
         with torch.no_grad():  # as the authors' code: the net being trained guesses in train mode, its peer in eval
             model.train()
             peer.eval()
-            own = F.softmax(model(images), dim=1)
+            own_logits = model(images)
+            own = F.softmax(own_logits, dim=1)
             guessed = (own + F.softmax(peer(images), dim=1)) / 2
             num_classes = own.shape[1]
             given = F.one_hot(labels, num_classes).float()
@@ -139,7 +141,7 @@ class DivideMix(WeightingMethod):
         ramp = min(max((epoch - self.warmup_epochs) / self.rampup_epochs, 0.0), 1.0) if self.rampup_epochs > 0 else 1.0
         prior = torch.full((num_classes,), 1.0 / num_classes, device=images.device)
         penalty = (prior * torch.log(prior / probabilities.mean(0))).sum()  # Eq. 11
-        return loss_x + self.lambda_u * ramp * loss_u + penalty
+        return loss_x + self.lambda_u * ramp * loss_u + penalty, F.cross_entropy(own_logits, labels, reduction="none")
 
     def train_step(self, batch, epoch, val_batch_fn) -> StepResult:
         if epoch < self.warmup_epochs:  # both networks on plain cross-entropy
@@ -156,19 +158,18 @@ class DivideMix(WeightingMethod):
             self.divide()
             self.divided_epoch = int(epoch)
         index = batch.index.cpu()
-        with torch.no_grad():
-            self.model.eval()
-            own_loss = F.cross_entropy(self.model(batch.images), batch.labels, reduction="none")
         # co-divide: each network learns from the division its peer made
         for net, (model, peer, optimizer) in enumerate(((self.model, self.peer_model, self.optimizer),
                                                         (self.peer_model, self.model, self.peer_optimizer))):
             divided_by = 1 - net
-            loss = self._mixmatch_loss(model, peer, batch.images, batch.labels, self.clean[divided_by][index], epoch,
-                                       net)
+            loss, own_loss = self._mixmatch_loss(model, peer, batch.images, batch.labels, self.clean[divided_by][index],
+                                                 epoch, net)
+            if net == 0:
+                reported_loss = own_loss.mean()  # network 0 is the one evaluated
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        return StepResult(own_loss.mean(), self.clean[1][index].to(batch.images.device))
+        return StepResult(reported_loss, self.clean[1][index].to(batch.images.device))
 
     def stateful(self) -> dict:
         return {**super().stateful(), "peer_model": self.peer_model, "peer_optimizer": self.peer_optimizer}
