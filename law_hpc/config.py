@@ -6,6 +6,7 @@ Every key a user can write is a field below; an unknown key or a value of the wr
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -148,6 +149,10 @@ class SearchConfig:
     """The floor of search.patience: episodes always run (random ones and the first evaluations included)."""
     max_iters_per_epoch: int = 0
     """Cap on iterations per epoch (0 = the whole split); for smoke runs."""
+    data_variants: list[str] = field(default_factory=list)
+    """Searcher r trains on the data of entry r % len: data keys that differ from `data`, separated by ';'
+    (e.g. "noise_rate=0.2", "noise_mode=none;noise_rate=0;imbalance=long_tail"). The averaged gradients (Eq. 7)
+    and the mean evaluation gap then ask one policy to serve every variant; [] = every searcher on `data`."""
 
 
 @dataclass
@@ -440,6 +445,24 @@ def validate(cfg: Config) -> None:
     for ok, key, why in checks:
         if not ok:
             raise ConfigError(f"config key '{key}': {why}")
+    for variant in range(len(s.data_variants)):
+        searcher_data(cfg, variant)
+
+
+def searcher_data(cfg: Config, rank: int) -> "DataConfig":
+    """The data section searcher `rank` trains on: `data` with search.data_variants[rank % len] applied."""
+    if not cfg.search.data_variants:
+        return cfg.data
+    variant = cfg.search.data_variants[rank % len(cfg.search.data_variants)]
+    varied = copy.deepcopy(cfg)
+    varied.search.data_variants = []
+    for assignment in filter(None, (part.strip() for part in variant.split(";"))):
+        try:
+            _set_override(varied, f"data.{assignment}")
+            validate(varied)
+        except ConfigError as err:
+            raise ConfigError(f"config key 'search.data_variants' ('{variant}'): {err}") from None
+    return varied.data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:

@@ -45,13 +45,14 @@ class Job:
         self.console = Console(self.prefix, dist.rank)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.data = build_data(cfg.data, purpose=self.purpose, seed=cfg.seed, rank=dist.rank, world_size=dist.size,
+        data_cfg = self.data_config()
+        self.data = build_data(data_cfg, purpose=self.purpose, seed=cfg.seed, rank=dist.rank, world_size=dist.size,
                                device=dist.device, screening=Screening(run_dir / "screened.h5", dist.rank, dist.size,
                                                                        dist.allgather_object))
-        corruption = CorruptionSpec.from_config(cfg.data)
-        self.console.info(f"data: {cfg.data.dataset} at {cfg.data.root}; {corruption.describe()}; validation: "
-                          f"{cfg.data.val_root or 'carved out of the training labels'}")
-        if not cfg.data.val_root and corruption.noise_mode == "none" and cfg.data.dataset == "imagenet":
+        corruption = CorruptionSpec.from_config(data_cfg)
+        self.console.info(f"data: {data_cfg.dataset} at {data_cfg.root}; {corruption.describe()}; validation: "
+                          f"{data_cfg.val_root or 'carved out of the training labels'}")
+        if not data_cfg.val_root and corruption.noise_mode == "none" and data_cfg.dataset == "imagenet":
             self.console.warning("the validation split is carved out of the folder's own labels, and LAW assumes "
                                  "them clean (its reward and the choice of the policy rest on them): give a trusted "
                                  "folder as data.val_root")
@@ -66,6 +67,10 @@ class Job:
         self.progress = Progress(*self.progress_units())
 
     # --- what a job type provides ----------------------------------------------------------------------
+    def data_config(self):
+        """The data section this rank trains on."""
+        return self.cfg.data
+
     def build(self) -> None:
         """The job's own objects (schedule, networks, strategy, ...), before a resume loads their state."""
 

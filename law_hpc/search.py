@@ -20,6 +20,7 @@ if __name__ == "__main__":  # first, before torch: a stop request while the rank
 
 import argparse
 import enum
+import json
 import sys
 import time
 
@@ -37,6 +38,7 @@ from .io.rundir import RunDirError
 from .io.history import stage_events
 from .io.metrics import StageRow, search_layout
 from .io.policy_file import policy_settings, save_policy
+from .config import searcher_data
 from .job import Job
 from .launch import add_config_options, run_entry_point
 from .law.ddpg import FduStats
@@ -75,7 +77,12 @@ class Search(Job):
         super().__init__(cfg, dist, run_dir, resumed)
         dist.broadcast_state(self.agent.model)  # the same strategy model on every rank, rank 0's
 
+    def data_config(self):
+        """search.data_variants: this searcher's variant of the data section."""
+        return searcher_data(self.cfg, self.dist.rank)
+
     def build(self) -> None:
+        from .data import CorruptionSpec
         from .models import model_from_config
 
         cfg, data = self.cfg, self.data
@@ -91,6 +98,7 @@ class Search(Job):
         self.rule = WeightingRule.from_settings(self.settings, torch.from_numpy(self.log_class_freq).to(self.dist.device),
                                                 base_loss_of(cfg, data.train_label_counts))  # as the test phase's
         self.agent = Agent(cfg, self.settings, self.dist.rank, self.dist.average_gradients)
+        self.searcher_data = self.dist.allgather_object(CorruptionSpec.from_config(self.data_config()).describe())
         self.state = SearchState()
         self.state.start_episode(self.num_classes)
         self.pair: ClassifierPair | None = None
@@ -164,7 +172,7 @@ class Search(Job):
 
     def log_attributes(self) -> dict:
         return {"num_classes": self.num_classes, "search_epochs": self.cfg.search_epochs,
-                "schedule_difference": schedule_difference(self.cfg)}
+                "schedule_difference": schedule_difference(self.cfg), "searcher_data": json.dumps(self.searcher_data)}
 
     def log_histories(self) -> list[dict]:
         everyone = self.dist.allgather_object(self.history.state_dict())  # every searcher's rows

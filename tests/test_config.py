@@ -50,6 +50,8 @@ def test_set_overrides_with_types():
     ("strategy.action_bound=sigmoid", "strategy.action_bound"),
     ("search.pair_mode=stacked", "search.pair_mode"),
     ("train.epochs=3", "train.epochs"),  # one epoch count: optim.epochs
+    ("search.data_variants=[noise_rat=0.2]", "search.data_variants"),
+    ("search.data_variants=[noise_rate=2]", "search.data_variants"),
 ])
 def test_bad_overrides_name_the_key(assignment, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
@@ -73,3 +75,14 @@ def test_bad_yaml_files(tmp_path):
     bad.write_text("data: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_data_variants_give_each_searcher_its_data():
+    from law_hpc.config import searcher_data
+    cfg = load_config(None, ["search.data_variants=[noise_rate=0.2, noise_mode=none;imbalance=long_tail]"])
+    assert searcher_data(cfg, 0).noise_rate == 0.2 and searcher_data(cfg, 0).imbalance == cfg.data.imbalance
+    assert searcher_data(cfg, 1).noise_mode == "none" and searcher_data(cfg, 1).imbalance == "long_tail"
+    assert searcher_data(cfg, 2) == searcher_data(cfg, 0)  # rank r takes entry r % len
+    assert cfg.data.noise_rate == load_config().data.noise_rate  # the config itself is untouched
+    plain = load_config()
+    assert searcher_data(plain, 3) is plain.data  # no variants: the data section itself

@@ -1,4 +1,5 @@
 """The LAW search end to end on real Fashion-MNIST: invariants, contract columns, resume, bad input."""
+import json
 import signal
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def test_a_nonzero_action_makes_the_pair_differ(smoke_data):
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke2")
-    proc = run_search(run_dir, ranks=2)
+    # searcher 1 trains on clean labels (search.data_variants); searcher 0 on the smoke config's 40 % noise
+    proc = run_search(run_dir, ranks=2, overrides=["search.data_variants=[noise_rate=0.4, noise_rate=0]"])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return run_dir, proc
 
@@ -84,6 +86,19 @@ def test_two_rank_smoke_search_writes_the_contract(two_rank_run):
         assert "noise_mode: uniform_mix" in f.attrs["config_yaml"]
     assert (run_dir / "policy.h5").is_file()
     assert "episode 2 done" in proc.stdout and "| episode |" in proc.stdout
+
+
+def test_each_searcher_trains_on_its_data_variant(two_rank_run):
+    run_dir, _ = two_rank_run
+    with h5py.File(run_dir / "metrics.h5", "r") as f:
+        searcher_data = json.loads(f.attrs["searcher_data"])
+    assert "40 % uniform_mix noise" in searcher_data[0] and "used as given" in searcher_data[1]
+    c = read_stages(run_dir / "metrics.h5")
+    # the clean searcher's reference net (unweighted) has the lower training loss at every stage
+    for episode, stage in set(zip(c["episode"], c["stage"])):
+        rows = (c["episode"] == episode) & (c["stage"] == stage)
+        by_rank = {int(r): loss for r, loss in zip(c["rank"][rows], c["loss_reference"][rows])}
+        assert by_rank[1] < by_rank[0], (episode, stage)
 
 
 def test_strategy_identical_across_ranks_classifiers_differ(two_rank_run):
