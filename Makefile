@@ -19,11 +19,14 @@ test: setup
 	$(PY) -m pytest tests -q -ra
 
 # The test-phase benchmark of the README: 3 settings x every registered method x 3 seeds (a LAW search per setting), then
-# what more searchers buy for the same searcher-episodes (N_a = 1, 2, 4 on noisy_mlp). Hours on 2 cores.
+# what more searchers buy for the same searcher-episodes (N_a = 1, 2, 4 on noisy_mlp, every episode run), and what
+# early stopping (search.patience, default 1) saves. Hours on 2 cores.
 bench: setup
 	$(PY) tools/run_benchmark.py --out runs/benchmark
-	$(PY) tools/run_benchmark.py --out runs/benchmark --settings noisy_mlp --methods law --search-ranks 2 1 4 --gloo \
-		--table searchers.md
+	$(PY) tools/run_benchmark.py --out runs/searchers --settings noisy_mlp --methods law --search-ranks 2 1 4 --gloo \
+		--searcher-episodes 80 --set search.patience=0 --table searchers.md
+	$(PY) tools/run_benchmark.py --out runs/patience --settings noisy_mlp --methods law --search-ranks 1 4 --gloo \
+		--searcher-episodes 80 --table searchers.md
 
 clean-runs:
 	rm -rf runs

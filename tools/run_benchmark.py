@@ -2,7 +2,8 @@
 
     python tools/run_benchmark.py --out runs/benchmark            # the README table (a few hours here)
     python tools/run_benchmark.py --out /tmp/b --settings noisy_mlp --seeds 0 --searcher-episodes 4   # a trial
-    python tools/run_benchmark.py --settings noisy_mlp --methods law --search-ranks 1 2 4 --gloo   # what N_a buys
+    python tools/run_benchmark.py --settings noisy_mlp --methods law --search-ranks 1 2 4 --gloo \
+        --searcher-episodes 80 --set search.patience=0                                          # what N_a buys
     python tools/run_benchmark.py --settings noisy --methods uniform law --policy fmnist_noisy_mlp   # no search
 
 Settings (Fashion-MNIST, 10k noisy training images, 20 epochs, the schedule of the configs):
