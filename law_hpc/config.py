@@ -458,12 +458,12 @@ def searcher_data(cfg: Config, rank: int) -> "DataConfig":
     variant = cfg.search.data_variants[rank % len(cfg.search.data_variants)]
     varied = copy.deepcopy(cfg)
     varied.search.data_variants = []
-    for assignment in filter(None, (part.strip() for part in variant.split(";"))):
-        try:
+    try:
+        for assignment in filter(None, (part.strip() for part in variant.split(";"))):
             _set_override(varied, f"data.{assignment}")
-            validate(varied)
-        except ConfigError as err:
-            raise ConfigError(f"config key 'search.data_variants' ('{variant}'): {err}") from None
+        validate(varied)  # the variant as a whole
+    except ConfigError as err:
+        raise ConfigError(f"config key 'search.data_variants' ('{variant}'): {err}") from None
     return varied.data
 
 
