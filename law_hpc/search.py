@@ -120,8 +120,9 @@ class Search(Job):
             return False
         since = self.agent.selection.evaluations_since_best(done, self.is_evaluation)
         if since is not None and since >= s.patience:
-            self.console.info(f"search.patience: {since} evaluation episodes without a better validation gap; the "
-                              f"search ends after {done} of {s.episodes} episodes")
+            episodes = "evaluation episode" + "s" * (since != 1)
+            self.console.info(f"search.patience: {since} {episodes} without a better validation gap; the search ends "
+                              f"after {done} of {s.episodes} episodes")
             return True
         return False
 
