@@ -49,7 +49,7 @@ class Job:
         self.data = build_data(data_cfg, purpose=self.purpose, seed=cfg.seed, rank=dist.rank, world_size=dist.size,
                                device=dist.device, screening=Screening(run_dir / "screened.h5", dist.rank, dist.size,
                                                                        dist.allgather_object))
-        corruption = CorruptionSpec.from_config(data_cfg)
+        self.corruption = corruption = CorruptionSpec.from_config(data_cfg)  # what this rank's labels went through
         self.console.info(f"data: {data_cfg.dataset} at {data_cfg.root}; {corruption.describe()}; validation: "
                           f"{data_cfg.val_root or 'carved out of the training labels'}")
         if not data_cfg.val_root and corruption.noise_mode == "none" and data_cfg.dataset == "imagenet":

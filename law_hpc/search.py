@@ -82,7 +82,6 @@ class Search(Job):
         return searcher_data(self.cfg, self.dist.rank)
 
     def build(self) -> None:
-        from .data import CorruptionSpec
         from .models import model_from_config
 
         cfg, data = self.cfg, self.data
@@ -98,7 +97,7 @@ class Search(Job):
         self.rule = WeightingRule.from_settings(self.settings, torch.from_numpy(self.log_class_freq).to(self.dist.device),
                                                 base_loss_of(cfg, data.train_label_counts))  # as the test phase's
         self.agent = Agent(cfg, self.settings, self.dist.rank, self.dist.average_gradients)
-        self.searcher_data = self.dist.allgather_object(CorruptionSpec.from_config(self.data_config()).describe())
+        self.searcher_data = self.dist.allgather_object(self.corruption.describe())  # every searcher's, for the log
         self.state = SearchState()
         self.state.start_episode(self.num_classes)
         self.pair: ClassifierPair | None = None
