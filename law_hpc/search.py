@@ -33,6 +33,7 @@ from .engine.schedule import StageSchedule, schedule_difference
 from .engine.search_report import SearchReport, stage_row
 from .engine.search_state import SearchState
 from .engine.agent import Agent
+from .engine.evaluation import per_sample_losses
 from .engine.resize import checkpoint_world_size, resume_resized, retired_logs
 from .io.rundir import RunDirError
 from .io.history import stage_events
@@ -138,6 +139,8 @@ class Search(Job):
         stage under way (`interrupted`: its action and progress)."""
         state = {"search": self.state.state_dict(), **self.agent.state_dict(), "rng": rng_states(),
                  "log": self.history.state_dict(), **retired_logs(self.retired_logs)}
+        if self.rule.validation_losses is not None:
+            state["validation_losses"] = self.rule.validation_losses.cpu()
         if not self.state.episode_over:
             state["pair"] = self.pair.state_dict()
         if self.interrupted is not None:
@@ -150,6 +153,8 @@ class Search(Job):
         set_rng_states(state["rng"])
         self.history.load_state_dict(state["log"])
         self.retired_logs = retired_logs(state)
+        losses = state.get("validation_losses")
+        self.rule.observe_validation_losses(None if losses is None else losses.to(self.dist.device))
         if self.state.episode_over:
             self.state.next_episode()
         else:
@@ -205,6 +210,7 @@ class Search(Job):
             if self.pair is None:  # a new episode: fresh target, copied into the reference (DNR)
                 self.pair = self.new_pair(episode)
                 self.state.start_episode(self.num_classes)
+                self.rule.observe_validation_losses(None)  # "val_rank": nothing measured on the fresh target yet
                 self.agent.start_episode(self.is_evaluation(episode))
             start = self.interrupted.progress.next_step if self.interrupted else self.schedule.first_step(self.state.stage)
             batches = self.data.train.iterate(derive_seed(self.cfg.seed, "data", self.dist.rank, episode),
@@ -232,7 +238,7 @@ class Search(Job):
         if not self.pair.train_steps(batches, progress, self.schedule.lr_at, action, self.rule, self.preemption.poll):
             return self.checkpoint_mid_stage(episode, stage, action, progress)  # a stop agreed mid-stage
         stats = progress.stats()
-        accuracies = self.timed("evaluate", self.pair.evaluate, self.data.val)  # (acc_target, acc_reference), clean split
+        accuracies = self.timed("evaluate", self.evaluate)  # (acc_target, acc_reference) on the clean split
         reward = self.reward(stage, *accuracies)  # r_T (Eq. 8-9)
         diverged = self.dist.any_flag(not (stats.finite and np.isfinite(reward)))  # all ranks end the episode
         next_scalars = self.state.smoothed(stats.loss_target, accuracies[0], self.cfg.search.smoothing)
@@ -254,6 +260,15 @@ class Search(Job):
         return StageOutcome.PREEMPTED if agreed_stop else StageOutcome.DIVERGED if diverged else StageOutcome.OK
 
     # --- the steps of a stage ------------------------------------------------------------------------
+    def evaluate(self) -> tuple[float, float]:
+        """(acc_target, acc_reference) on the clean validation split; a "val_rank" rule also takes the target's
+        per-sample losses there, among which the next stage ranks its training losses (law/features.py)."""
+        accuracies = self.pair.evaluate(self.data.val)
+        if self.rule.needs_validation_losses:
+            self.rule.observe_validation_losses(per_sample_losses(self.pair.target_net, self.data.val,
+                                                                  self.rule.base_loss))
+        return accuracies
+
     def timed(self, part: str, work, *args):
         """work(*args); its wall-clock seconds go to this stage's row as `<part>_seconds`."""
         started = time.perf_counter()

@@ -25,7 +25,7 @@ import sys
 import torch
 
 from .config import Config, to_yaml
-from .engine.evaluation import sharded_accuracy
+from .engine.evaluation import sharded_accuracy, sharded_losses
 from .engine.preemption import EXIT_PREEMPTED
 from .engine.schedule import StageSchedule
 from .engine.steps import StepProgress, run_steps
@@ -129,6 +129,11 @@ class Training(Job):
         self.dist.average_batchnorm_statistics(model)
         return sharded_accuracy(model, shard, self.dist.allgather_object)
 
+    def validation_losses(self, loss_fn) -> torch.Tensor:
+        """[N] per-sample `loss_fn` of the method's model on the whole validation set, the same on every rank (a
+        collective)."""
+        return sharded_losses(self.method.eval_model(), self.data.val_shard, loss_fn, self.dist.allgather_object)
+
     def check_ranks_agree(self, epoch: int) -> None:
         """Rank 0's checkpoint stands for every rank only if they hold one state: compare digests (a warning,
         not silence, if a method keeps per-rank state)."""
@@ -198,7 +203,7 @@ class Training(Job):
             out = self.method.train_step(batch, step / schedule.iterations_per_epoch, self.validation_batches.next)
             progress.add(out.loss, out.weights.float(), batch.labels.numel())
             if (step + 1) % schedule.iterations_per_stage == 0:
-                self.method.end_stage(lambda: self.accuracy(self.data.val_shard))
+                self.method.end_stage(lambda: self.accuracy(self.data.val_shard), self.validation_losses)
         return run_steps(progress, one_step, self.preemption.poll)
 
     def epoch_row(self, epoch: int, progress: "EpochProgress") -> EpochRow:

@@ -13,12 +13,15 @@ or, step by step:
         loss = weighter.loss(F.cross_entropy(logits, labels, reduction="none"), weights)
         ...
         if (step + 1) % weighter.schedule(total_steps).iterations_per_stage == 0:   # each stage end, as the search
-            weighter.observe_validation(validation_accuracy(model))
+            weighter.observe_validation(validation_accuracy(model))     # + losses=, for a "val_rank" policy
 
 The stage state s_T = [e_T, l_smooth, acc_smooth] is kept here as in the search: l_smooth follows the
 mean loss of the batches seen in each stage, acc_smooth the validation accuracies reported through
 `observe_validation` (without it acc_smooth stays at chance level, which the policy never saw after its
-first stage). `loss` normalises as the search did (settings["weight_norm"]: sum_w, i.e. sum_i w_i l_i /
+first stage). A policy searched with strategy.feature_norm "val_rank" ranks each training loss among the clean
+validation set's per-sample losses: give them too, `observe_validation(accuracy, losses)` (the policy's base loss,
+e.g. F.cross_entropy(model(x_val), y_val, reduction="none") in eval mode); `weighter.needs_validation_losses` says
+whether a policy needs them. `loss` normalises as the search did (settings["weight_norm"]: sum_w, i.e. sum_i w_i l_i /
 sum_i w_i, for every shipped policy; a plain mean would scale the learning rate by the mean weight).
 """
 from __future__ import annotations
@@ -63,9 +66,10 @@ class LAWLoss:
         """Whether step `step` is the last of a stage: report a validation accuracy then, as the search did."""
         return (step + 1) % self.weighter.schedule(self.total_steps).iterations_per_stage == 0
 
-    def observe_validation(self, accuracy: float) -> None:
-        """A clean validation accuracy (fraction) at a stage end; without it acc_smooth stays at chance."""
-        self.weighter.observe_validation(accuracy)
+    def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None) -> None:
+        """A clean validation accuracy (fraction) at a stage end; without it acc_smooth stays at chance. `losses`:
+        the validation set's per-sample losses, which a "val_rank" policy needs (PolicyWeighter.observe_validation)."""
+        self.weighter.observe_validation(accuracy, losses)
 
 
 class PolicyWeighter:
@@ -119,9 +123,22 @@ class PolicyWeighter:
         """The weighted loss of a batch, normalised as in the search (Eq. 7)."""
         return self.rule.loss(per_sample_loss, weights)
 
-    def observe_validation(self, accuracy: float) -> None:
-        """Report a validation accuracy (fraction); it enters acc_smooth as in the search."""
+    @property
+    def needs_validation_losses(self) -> bool:
+        """Whether this policy ranks training losses among the validation set's (strategy.feature_norm "val_rank")."""
+        return self.rule.needs_validation_losses
+
+    def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None) -> None:
+        """Report a validation accuracy (fraction); it enters acc_smooth as in the search. `losses`: the clean
+        validation set's per-sample losses (the policy's base loss, eval mode), required by a "val_rank" policy:
+        the next stage ranks each training loss among them."""
+        if self.needs_validation_losses and losses is None:
+            raise ValueError("this policy ranks each training loss among the clean validation set's losses "
+                             "(feature_norm val_rank): observe_validation(accuracy, losses) needs the validation "
+                             "set's per-sample losses")
         self.acc_smooth = smoothed(self.acc_smooth, accuracy, self.smoothing)
+        if losses is not None:
+            self.rule.observe_validation_losses(torch.as_tensor(losses))
 
     def action(self, stage: int) -> torch.Tensor:
         """a_T = [theta_T, b] for `stage`; the stage state is updated when the stage changes."""
@@ -136,11 +153,12 @@ class PolicyWeighter:
         """The stage state a resumed training continues from (the actor itself comes from policy.h5)."""
         return {"l_smooth": self.l_smooth, "acc_smooth": self.acc_smooth, "stage": self._stage,
                 "stage_loss_sum": self._stage_loss.sum.cpu(), "stage_samples": self._stage_loss.samples,
-                "action": self._action}
+                "action": self._action, "validation_losses": self.rule.validation_losses}
 
     def load_state_dict(self, state: dict) -> None:
         self.l_smooth, self.acc_smooth = state["l_smooth"], state["acc_smooth"]
         self._stage, self._action = state["stage"], state["action"]
+        self.rule.observe_validation_losses(state.get("validation_losses"))
         self._stage_loss = StageLoss()
         if "stage_loss_sum" in state:
             self._stage_loss.sum.copy_(state["stage_loss_sum"])
@@ -167,4 +185,6 @@ class PolicyWeighter:
             return torch.ones(labels.shape[0], device=logits.device)
         if self.rule.log_class_freq.device != logits.device:
             self.rule.log_class_freq = self.rule.log_class_freq.to(logits.device)
+        if self.rule.validation_losses is not None and self.rule.validation_losses.device != logits.device:
+            self.rule.validation_losses = self.rule.validation_losses.to(logits.device)
         return self.rule.weights(logits, labels, action.to(logits.device), per_sample_loss)

@@ -34,3 +34,18 @@ def sharded_accuracy(model: torch.nn.Module, shard: EvalSet, allgather) -> float
     (correct,), total = top1_counts([model], shard)
     everyone = allgather((correct, total))
     return sum(c for c, _ in everyone) / max(sum(t for _, t in everyone), 1)
+
+
+@torch.no_grad()
+def per_sample_losses(model: torch.nn.Module, eval_set: EvalSet, loss_fn) -> torch.Tensor:
+    """[N] `loss_fn(logits, labels)` of every image of a clean set (eval mode), in the set's order, on the device:
+    what feature_norm "val_rank" ranks training losses among."""
+    model.eval()
+    return torch.cat([loss_fn(model(images), labels).float() for images, labels in eval_set.batches()])
+
+
+def sharded_losses(model: torch.nn.Module, shard: EvalSet, loss_fn, allgather) -> torch.Tensor:
+    """per_sample_losses over a set split across ranks: every rank gets the whole set's, in rank order (one
+    collective), so data-parallel ranks weight their samples alike."""
+    everyone = allgather(per_sample_losses(model, shard, loss_fn).cpu())
+    return torch.cat(everyone)

@@ -9,7 +9,10 @@ as earlier versions did).
 Normalisation (`norm`): "zscore" (the paper: mean 0, std 1 over the batch) or "rank" (each feature
 replaced by its within-batch rank, ties averaged, then z-scored). Losses on noisy labels are heavy-tailed:
 a z-score puts a weight's threshold where the few largest losses drag the mean and std, a rank puts it at
-a fixed fraction of the batch whatever the tail.
+a fixed fraction of the batch whatever the tail. "val_rank": the loss is ranked among the per-sample losses
+of the clean validation set, measured at the last stage end (the other features as "rank"). A batch rank
+drops the same fraction of every batch whatever the noise rate; a threshold among clean losses drops what
+is out of place among clean samples, a fraction that follows the noise rate (README: transfer).
 """
 from __future__ import annotations
 
@@ -56,6 +59,15 @@ def batch_ranks(columns: torch.Tensor) -> torch.Tensor:
     return ((first + after - 1).to(columns.dtype) / 2.0).T
 
 
+def validation_ranks(losses: torch.Tensor, sorted_validation_losses: torch.Tensor) -> torch.Tensor:
+    """sqrt(12) (u - 1/2), u the fraction of clean validation losses below each loss (ties count half): the
+    scale of a z-scored batch rank, so a loss typical of the validation set sits near 0."""
+    reference = sorted_validation_losses.to(losses)
+    below = torch.searchsorted(reference, losses, right=False) + torch.searchsorted(reference, losses, right=True)
+    fraction = below.to(losses.dtype) / (2.0 * max(len(reference), 1))
+    return math.sqrt(12.0) * (fraction - 0.5)
+
+
 def zscore(columns: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Per-column (mean 0, std 1) over the batch; a constant column becomes 0."""
     mean = columns.mean(dim=0, keepdim=True)
@@ -73,6 +85,7 @@ def item_features(
     norm: str = "zscore",
     per_sample_loss: torch.Tensor | None = None,
     terms=FEATURE_NAMES,
+    validation_losses: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[B, 4] features of a batch from the target net's logits (no gradient), normalised per batch.
     `per_sample_loss`: the per-sample training loss of these logits (train.base_loss) if the caller has it; else
@@ -81,12 +94,16 @@ def item_features(
 
     log_class_freq[c] = log(frequency of observed label c in the training set). The label feature:
     "log_freq" = log(C * freq), not normalised; "log_freq_batch" = the same, normalised with the batch;
-    "index" = the raw class index, normalised with the batch.
+    "index" = the raw class index, normalised with the batch. `validation_losses`: the sorted per-sample losses
+    of the clean validation set (norm "val_rank" needs them).
     """
     if label_feature not in ("log_freq", "log_freq_batch", "index"):
         raise ValueError(f"unknown label feature '{label_feature}'")
-    if norm not in ("zscore", "rank"):
+    if norm not in ("zscore", "rank", "val_rank"):
         raise ValueError(f"unknown feature normalisation '{norm}'")
+    if norm == "val_rank" and "loss" in terms and validation_losses is None:
+        raise ValueError("feature normalisation 'val_rank' ranks each loss among the clean validation set's losses, "
+                         "and none were measured (PolicyWeighter.observe_validation(accuracy, losses))")
     logits = logits.detach().float()
     wanted = [name for name in FEATURE_NAMES if name in terms]
     columns = []
@@ -109,9 +126,11 @@ def item_features(
     normalised = wanted[:-1] if kept else wanted
     if normalised:
         computed = torch.stack(columns[:len(normalised)], dim=1)
-        if norm == "rank":
+        if norm != "zscore":
             computed = batch_ranks(computed)
         features[:, [FEATURE_NAMES.index(name) for name in normalised]] = zscore(computed)
+        if norm == "val_rank" and "loss" in wanted:
+            features[:, FEATURE_NAMES.index("loss")] = validation_ranks(columns[0], validation_losses)
     if kept:
         features[:, FEATURE_NAMES.index("label")] = columns[-1]
     return features

@@ -32,6 +32,9 @@ class WeightingRule:
     """loss(logits, labels) -> [B], the per-sample loss the weights multiply (train.base_loss)."""
     terms: tuple[str, ...] = FEATURE_NAMES
     """The features the policy's actor sets (strategy.action_terms); the others have theta = 0 and are not computed."""
+    validation_losses: torch.Tensor | None = None
+    """feature_norm "val_rank": the clean validation set's per-sample losses (sorted) at the last stage end, among
+    which each training loss is ranked; None before the first measurement."""
 
     @classmethod
     def from_settings(cls, settings: dict, log_class_freq: torch.Tensor, base_loss: Callable = cross_entropy):
@@ -43,12 +46,21 @@ class WeightingRule:
     def num_classes(self) -> int:
         return len(self.log_class_freq)
 
+    @property
+    def needs_validation_losses(self) -> bool:
+        """Whether the loss feature is ranked among the validation set's losses (measure them at every stage end)."""
+        return self.feature_norm == "val_rank" and "loss" in self.terms
+
+    def observe_validation_losses(self, losses: torch.Tensor | None) -> None:
+        """The clean validation set's per-sample losses (this rule's base loss) at a stage end; None forgets them."""
+        self.validation_losses = None if losses is None else losses.detach().float().flatten().sort().values
+
     @torch.no_grad()
     def weights(self, logits: torch.Tensor, labels: torch.Tensor, action: torch.Tensor,
                 per_sample_loss: torch.Tensor) -> torch.Tensor:
         """K_T(f, theta_T) = 1 + tanh(theta_T . f + b) (Eq. 3) on the features of the net's own forward pass."""
         features = item_features(logits, labels, self.log_class_freq, self.density, self.label_feature,
-                                 self.feature_norm, per_sample_loss, self.terms)
+                                 self.feature_norm, per_sample_loss, self.terms, self.validation_losses)
         return sample_weights(features, action)
 
     def loss(self, per_sample_loss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

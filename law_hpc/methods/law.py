@@ -53,9 +53,12 @@ class LawPolicy(WeightingMethod):
         self._batch_loss = loss.detach()
         return loss
 
-    def end_stage(self, val_accuracy) -> None:
-        """acc_smooth of the stage state follows the validation accuracy, as in the search."""
-        self.weighter.observe_validation(val_accuracy())
+    def end_stage(self, val_accuracy, val_losses) -> None:
+        """acc_smooth of the stage state follows the validation accuracy, as in the search; a "val_rank" policy
+        also ranks the next stage's losses among the validation set's."""
+        accuracy = val_accuracy()  # first: it averages the ranks' BatchNorm statistics
+        self.weighter.observe_validation(accuracy, val_losses(self.base_loss) if self.weighter.rule.needs_validation_losses
+                                         else None)
 
     def stateful(self) -> dict:
         return {**super().stateful(), "weighter": self.weighter}
