@@ -211,6 +211,30 @@ def test_rank_feature_normalisation_matches_a_hand_computation():
         item_features(logits, labels, torch.zeros(3), norm="minmax")
 
 
+def test_val_rank_places_each_loss_among_the_validation_losses():
+    from law_hpc.law.features import validation_ranks
+    validation = torch.tensor([0.1, 0.2, 0.4, 0.8])  # sorted per-sample validation losses
+    # u = fraction of validation losses below (ties half): 0, 1/8 (ties 0.1), 1/2, 1 -> sqrt(12) (u - 1/2)
+    losses = torch.tensor([0.05, 0.1, 0.3, 5.0])
+    expected = 12 ** 0.5 * (torch.tensor([0.0, 0.125, 0.5, 1.0]) - 0.5)
+    torch.testing.assert_close(validation_ranks(losses, validation), expected)
+    # in item_features: the loss column is that, whatever the batch holds; the other columns are batch ranks
+    logits = torch.zeros(4, 3)
+    labels = torch.zeros(4, dtype=torch.long)
+    logits[:, 0] = -losses  # cross-entropy grows with `losses`
+    per_sample_loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    features = item_features(logits, labels, torch.zeros(3), norm="val_rank", validation_losses=validation)
+    torch.testing.assert_close(features[:, 0], validation_ranks(per_sample_loss, validation))
+    ranked = item_features(logits, labels, torch.zeros(3), norm="rank")
+    torch.testing.assert_close(features[:, 1:], ranked[:, 1:])
+    # a batch of only clean-looking losses keeps them all below the validation median: no batch fraction is dropped
+    low = item_features(logits - 10 * torch.eye(3)[0], labels, torch.zeros(3), norm="val_rank",
+                        validation_losses=torch.full((8,), 50.0))[:, 0]
+    assert (low < 0).all() and ranked[:, 0].max() > 0
+    with pytest.raises(ValueError, match="none were measured"):
+        item_features(logits, labels, torch.zeros(3), norm="val_rank")
+
+
 def test_action_bounds_terms_and_the_norm_penalty():
     torch.manual_seed(0)
     bounded = StrategyModel(stages=3, embed_dim=4, hidden=16, action_scale=2.0, action_bound="tanh")

@@ -118,17 +118,20 @@ def test_strategy_identical_across_ranks_classifiers_differ(two_rank_run):
     assert not np.array_equal(last[0]["arrays"]["buffer/reward"], last[1]["arrays"]["buffer/reward"])
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("overrides", [(), ("strategy.feature_norm=val_rank", "strategy.action_terms=[loss,label,bias]")],
+                         ids=["batch_rank", "val_rank"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, overrides):
+    # val_rank: the validation losses the stage under way ranks against come back from the checkpoint
     full = tmp_path / "full"
-    proc = run_search(full)
+    proc = run_search(full, overrides=overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stopped = tmp_path / "stopped"
-    code, output = interrupt_after_rows(stopped, rows=3)
+    code, output = interrupt_after_rows(stopped, rows=3, overrides=overrides)
     assert code == 75, output[-3000:]
     assert "stop requested" in output
     partial = read_stages(stopped / "metrics.h5")
     assert 3 <= len(partial["episode"]) < len(read_stages(full / "metrics.h5")["episode"])
-    proc = run_search(stopped)
+    proc = run_search(stopped, overrides=overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed" in proc.stdout
     assert_same_results(full, stopped)

@@ -55,10 +55,16 @@ def _recorded_run(entry: str, out, args, steer: str = ""):
     return torch.load(out)
 
 
-def test_the_test_phase_reproduces_an_evaluation_episode_batch_by_batch(tmp_path):
+VAL_RANK = ["--set", "strategy.feature_norm=val_rank", "--set", "strategy.action_terms=[loss,label,bias]"]
+
+
+@pytest.mark.parametrize("settings", [[], VAL_RANK], ids=["batch_rank", "val_rank"])
+def test_the_test_phase_reproduces_an_evaluation_episode_batch_by_batch(tmp_path, settings):
+    # val_rank: both rank the losses among the validation losses each measures at the stage end before
     cfg = load_config(SMOKE)
     search_dir = tmp_path / "search"
-    searched = _recorded_run("search", tmp_path / "search.pt", ["--run-dir", str(search_dir), "--config", str(SMOKE)])
+    searched = _recorded_run("search", tmp_path / "search.pt",
+                             ["--run-dir", str(search_dir), "--config", str(SMOKE), *settings])
     assert (search_dir / "policy.h5").is_file()
     # the episode's weighted batches: the last (stages - warm-up) stages of each episode call the rule
     per_episode = len(searched) // cfg.search.episodes
@@ -111,3 +117,32 @@ def test_features_a_policy_does_not_use_are_not_computed_and_change_nothing(norm
     # each feature is normalised on its own (equal up to the reduction order of a narrower tensor)
     torch.testing.assert_close(only[:, used], every[:, used], rtol=0, atol=1e-6)
     assert torch.count_nonzero(only[:, [FEATURE_NAMES.index("entropy"), FEATURE_NAMES.index("density")]]) == 0
+
+
+def test_a_val_rank_policy_in_your_loop_needs_the_validation_losses():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(32, 3), torch.randint(0, 3, (32,))
+    counts = [50, 30, 20]
+    settings = {"stages": 2, "warmup_stages": 1, "embed_dim": 4, "hidden": 8, "action_scale": 2.0,
+                "action_bound": "tanh", "action_terms": ["loss", "label", "bias"], "density": "cosine",
+                "label_feature": "log_freq", "weight_norm": "sum_w", "feature_norm": "val_rank"}
+    from law_hpc.io.policy_file import new_strategy_model
+    from law_hpc.law.features import log_class_frequencies
+    law_loss = LAWLoss(PolicyWeighter(new_strategy_model(settings), settings, log_class_frequencies(counts)), 10)
+    law_loss.weighter.model.actor.make_constant([-1.5, 0, 0, 0, 1.0])  # down-weight high losses, b = 1
+    assert law_loss.weighter.needs_validation_losses
+    law_loss(logits, labels, 0)  # the warm-up stage weighs 1: nothing measured yet, nothing needed
+    with pytest.raises(ValueError, match="per-sample losses"):
+        law_loss.observe_validation(0.5)
+    validation_losses = torch.nn.functional.cross_entropy(torch.randn(100, 3), torch.randint(0, 3, (100,)),
+                                                          reduction="none")
+    law_loss.observe_validation(0.5, validation_losses)
+    per_sample = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    rule = WeightingRule.from_settings(settings, torch.as_tensor(log_class_frequencies(counts)))
+    rule.observe_validation_losses(validation_losses)
+    expected = rule.weights(logits, labels, law_loss.weighter.action(1), per_sample)
+    assert torch.equal(law_loss.weighter.weights(logits, labels, 1, per_sample), expected)
+    # the weights follow where each loss sits among the validation losses, not within the batch
+    shifted = WeightingRule.from_settings(settings, torch.as_tensor(log_class_frequencies(counts)))
+    shifted.observe_validation_losses(validation_losses + 10)  # every training loss now looks clean
+    assert shifted.weights(logits, labels, law_loss.weighter.action(1), per_sample).min() > expected.min()
