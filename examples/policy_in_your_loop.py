@@ -50,10 +50,12 @@ steps_per_epoch = len(y_train) // batch_size
 law_loss = LAWLoss.from_policy(args.policy, np.bincount(noisy, minlength=10), steps_per_epoch, args.epochs)
 
 
-def accuracy(images, labels) -> float:
+def evaluate(images, labels) -> tuple[float, torch.Tensor]:
+    """Accuracy and per-sample losses (the policy's loss; a "val_rank" policy ranks training losses among them)."""
     model.eval()
     with torch.no_grad():
-        return float((model(images).argmax(1) == labels).float().mean())
+        logits = model(images)
+        return float((logits.argmax(1) == labels).float().mean()), law_loss.base_loss(logits, labels)
 
 
 for epoch in range(args.epochs):
@@ -65,6 +67,6 @@ for epoch in range(args.epochs):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if law_loss.stage_ends(step):  # the stage state follows the clean validation accuracy, as in the search
-            law_loss.observe_validation(accuracy(x_val, y_val))
-    print(f"epoch {epoch + 1}/{args.epochs}: test accuracy {accuracy(x_test, y_test):.4f}", flush=True)
+        if law_loss.stage_ends(step):  # the stage state follows the clean validation set, as in the search
+            law_loss.observe_validation(*evaluate(x_val, y_val))
+    print(f"epoch {epoch + 1}/{args.epochs}: test accuracy {evaluate(x_test, y_test)[0]:.4f}", flush=True)
