@@ -186,3 +186,36 @@ def test_shipped_policy_fits_its_config_and_won_its_search(shipped):
     assert schedule_differences(settings, cfg) == []
     assert len(log_class_freq) == settings["num_classes"] == 10
     assert settings["validation_gap"] > 0 and settings["feature_norm"] == cfg.strategy.feature_norm
+
+
+def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(tmp_path):
+    """Each rank evaluates its shard of the validation set; the losses a val_rank policy ranks against are gathered
+    whole: the checkpoint's equal those of the whole set evaluated in one process (the last stage ends with the
+    training, so the checkpointed model is the one they were measured on)."""
+    import shutil
+
+    import torch
+
+    from law_hpc.config import load_config
+    from law_hpc.dist import Dist
+    from law_hpc.engine.evaluation import per_sample_losses
+    from law_hpc.io.policy_file import new_strategy_model, policy_settings, save_policy
+    from law_hpc.train import Training
+    cfg = load_config(SMOKE, ["strategy.feature_norm=val_rank", "strategy.action_terms=[loss,label,bias]"])
+    settings = policy_settings(cfg, 10)
+    model = new_strategy_model(settings)
+    model.actor.make_constant([-3.0, 0, 0, 0, 2.0])  # drop what sits high among the clean losses
+    save_policy(tmp_path / "policy.h5", model, settings, np.zeros(10, dtype=np.float32), {"validation_gap": 0.01})
+    run_dir = tmp_path / "run"
+    train(run_dir, "--policy", tmp_path / "policy.h5", ranks=2, overrides=ON_SMOKE_SCHEDULE)
+    assert np.any(epochs(run_dir)["weight_std"] > 0.1)  # the policy weighted
+    shutil.copytree(run_dir, tmp_path / "evaluated")
+    training = Training(load_config(tmp_path / "evaluated" / "config.yaml"),
+                        Dist(0, 1, 0, 1, torch.device("cpu"), "none"), tmp_path / "evaluated", resumed=True)
+    try:
+        gathered = training.method.weighter.rule.validation_losses
+        whole = per_sample_losses(training.method.eval_model(), training.data.val, training.method.base_loss)
+        assert len(gathered) == len(whole) == cfg.data.val_size
+        torch.testing.assert_close(gathered, whole.sort().values)
+    finally:
+        training.close()
