@@ -57,8 +57,8 @@ class LawPolicy(WeightingMethod):
         """acc_smooth of the stage state follows the validation accuracy, as in the search; a "val_rank" policy
         also ranks the next stage's losses among the validation set's."""
         accuracy = val_accuracy()  # first: it averages the ranks' BatchNorm statistics
-        self.weighter.observe_validation(accuracy, val_losses(self.base_loss) if self.weighter.rule.needs_validation_losses
-                                         else None)
+        losses = val_losses(self.base_loss) if self.weighter.needs_validation_losses else None
+        self.weighter.observe_validation(accuracy, losses)
 
     def stateful(self) -> dict:
         return {**super().stateful(), "weighter": self.weighter}
