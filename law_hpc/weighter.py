@@ -140,6 +140,14 @@ class PolicyWeighter:
         if losses is not None:
             self.rule.observe_validation_losses(torch.as_tensor(losses))
 
+    def pool_stage_loss(self, allgather) -> None:
+        """Data-parallel ranks (a collective): every rank takes the ranks' mean stage-loss sum and sample count, so
+        l_smooth follows the loss of all of the stage's batches, as one process training on them would, and every
+        rank acts alike. A mean, not a sum: pooling again later counts nothing twice."""
+        everyone = allgather((float(self._stage_loss.sum), self._stage_loss.samples))
+        self._stage_loss.sum.fill_(sum(total for total, _ in everyone) / len(everyone))
+        self._stage_loss.samples = sum(samples for _, samples in everyone) / len(everyone)
+
     def action(self, stage: int) -> torch.Tensor:
         """a_T = [theta_T, b] for `stage`; the stage state is updated when the stage changes."""
         if stage != self._stage:
@@ -162,7 +170,7 @@ class PolicyWeighter:
         self._stage_loss = StageLoss()
         if "stage_loss_sum" in state:
             self._stage_loss.sum.copy_(state["stage_loss_sum"])
-            self._stage_loss.samples = int(state["stage_samples"])
+            self._stage_loss.samples = float(state["stage_samples"])  # a mean over ranks once pooled
         else:  # a checkpoint of an earlier version: a sum of batch means
             self._stage_loss.sum.fill_(float(state["loss_sum"]))
             self._stage_loss.samples = int(state["loss_count"])

@@ -1,6 +1,7 @@
 """The test phase (python -m law_hpc.train): a learned policy on another network, peers in the same harness,
 data-parallel under horovodrun, resume after preemption."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -189,10 +190,53 @@ def test_shipped_policy_fits_its_config_and_won_its_search(shipped):
     assert settings["validation_gap"] > 0 and settings["feature_norm"] == cfg.strategy.feature_norm
 
 
+def constant_val_rank_policy(path):
+    """A val_rank policy.h5 on the smoke schedule whose actor drops what sits high among the clean losses."""
+    from law_hpc.config import load_config
+    from law_hpc.io.policy_file import new_strategy_model, policy_settings, save_policy
+    cfg = load_config(SMOKE, ["strategy.feature_norm=val_rank", "strategy.action_terms=[loss,label,bias]"])
+    settings = policy_settings(cfg, 10)
+    model = new_strategy_model(settings)
+    model.actor.make_constant([-3.0, 0, 0, 0, 2.0])
+    save_policy(path, model, settings, np.zeros(10, dtype=np.float32), {"validation_gap": 0.01})
+    return path
+
+
+def test_a_law_training_stopped_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
+    """The weighter's stage state (l_smooth, acc_smooth, the stage's loss sums, the validation losses of a val_rank
+    policy) comes back from a mid-epoch checkpoint."""
+    policy = constant_val_rank_policy(tmp_path / "policy.h5")
+    longer = ["data.train_size=16000", "data.test_size=500", "threads_per_rank=1", "stop_check_iterations=1"]
+    full = tmp_path / "full"
+    train(full, "--policy", policy, overrides=longer)  # epochs of seconds: a stop can land inside one
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen(train_command(stopped, "--policy", policy, overrides=longer), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if len(epochs(stopped)["epoch"]) >= 1:
+                break
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.05)
+    time.sleep(0.1)  # into the second epoch, inside its first stage
+    os.kill(proc.pid, signal.SIGUSR1)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 75 and re.search(r"checkpoint written in epoch 2 at iteration [1-9]\d*/", output), \
+        output[-2000:]  # mid-stage: the stage under way ranks against validation losses measured before it
+    assert len(epochs(stopped)["epoch"]) == 1
+    train(stopped, "--policy", policy, overrides=longer)
+    expected, got = epochs(full), epochs(stopped)
+    for name in ("epoch", "lr", "train_loss", "test_acc", "val_acc", "weight_mean", "weight_std"):
+        assert np.array_equal(expected[name], got[name]), name
+
+
 def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(tmp_path):
     """Each rank evaluates its shard of the validation set; the losses a val_rank policy ranks against are gathered
     whole: the checkpoint's equal those of the whole set evaluated in one process (the last stage ends with the
-    training, so the checkpointed model is the one they were measured on)."""
+    training, so the checkpointed model is the one they were measured on). The ranks pool their stage losses at
+    every stage end, so they hold one LAW state (l_smooth, actions) and no rank-disagreement warning is printed."""
     import shutil
 
     import torch
@@ -200,15 +244,11 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
     from law_hpc.config import load_config
     from law_hpc.dist import Dist
     from law_hpc.engine.evaluation import per_sample_losses
-    from law_hpc.io.policy_file import new_strategy_model, policy_settings, save_policy
     from law_hpc.train import Training
-    cfg = load_config(SMOKE, ["strategy.feature_norm=val_rank", "strategy.action_terms=[loss,label,bias]"])
-    settings = policy_settings(cfg, 10)
-    model = new_strategy_model(settings)
-    model.actor.make_constant([-3.0, 0, 0, 0, 2.0])  # drop what sits high among the clean losses
-    save_policy(tmp_path / "policy.h5", model, settings, np.zeros(10, dtype=np.float32), {"validation_gap": 0.01})
     run_dir = tmp_path / "run"
-    train(run_dir, "--policy", tmp_path / "policy.h5", ranks=2, overrides=ON_SMOKE_SCHEDULE)
+    proc = train(run_dir, "--policy", constant_val_rank_policy(tmp_path / "policy.h5"), ranks=2,
+                 overrides=ON_SMOKE_SCHEDULE)
+    assert "WARNING" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
     assert np.any(epochs(run_dir)["weight_std"] > 0.1)  # the policy weighted
     shutil.copytree(run_dir, tmp_path / "evaluated")
     training = Training(load_config(tmp_path / "evaluated" / "config.yaml"),
@@ -216,7 +256,7 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
     try:
         gathered = training.method.weighter.rule.validation_losses
         whole = per_sample_losses(training.method.eval_model(), training.data.val, training.method.base_loss)
-        assert len(gathered) == len(whole) == cfg.data.val_size
+        assert len(gathered) == len(whole) == load_config(SMOKE).data.val_size
         torch.testing.assert_close(gathered, whole.sort().values)
     finally:
         training.close()

@@ -56,6 +56,7 @@ class LawPolicy(WeightingMethod):
     def end_stage(self, val_accuracy, val_losses) -> None:
         """acc_smooth of the stage state follows the validation accuracy, as in the search; a "val_rank" policy
         also ranks the next stage's losses among the validation set's."""
+        self.weighter.pool_stage_loss(self.allgather)  # data-parallel ranks: l_smooth over all ranks' batches
         accuracy = val_accuracy()  # first: it averages the ranks' BatchNorm statistics
         losses = val_losses(self.base_loss) if self.weighter.needs_validation_losses else None
         self.weighter.observe_validation(accuracy, losses)
