@@ -111,24 +111,32 @@ def test_unknown_method_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "unknown weighting method 'nope'" in proc.stderr
 
 
+def stop_after_first_epoch(run_dir, *args, ranks=1, overrides=SMALL, delay=0.0) -> tuple[int, str]:
+    """Start a training, send SIGUSR1 to one rank `delay` seconds after its first epoch row; (exit code, output)."""
+    proc = subprocess.Popen(train_command(run_dir, *args, ranks=ranks, overrides=overrides), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if len(epochs(run_dir)["epoch"]) >= 1:
+                break
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.05)
+    time.sleep(delay)
+    os.kill(rank_pid(proc.pid, ranks, "law_hpc.train"), signal.SIGUSR1)
+    output, _ = proc.communicate(timeout=300)
+    return proc.returncode, output
+
+
 def test_data_parallel_two_ranks_resume_after_preemption_equals_uninterrupted(tmp_path):
     full = tmp_path / "full"
     train(full, "--method", "uniform", ranks=2)
     assert len(epochs(full)["epoch"]) == 3
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen(train_command(stopped, "--method", "uniform", ranks=2), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if len(epochs(stopped)["epoch"]) >= 1:
-                break
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.1)
-    os.kill(rank_pid(proc.pid, 2, "law_hpc.train"), signal.SIGUSR1)  # one rank: both must stop together
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode != 0 and "75" in output or proc.returncode == 75, output[-2000:]
+    # one rank: both must stop together
+    code, output = stop_after_first_epoch(stopped, "--method", "uniform", ranks=2, overrides=SMALL)
+    assert code != 0 and "75" in output or code == 75, output[-2000:]
     resumed = train(stopped, "--method", "uniform", ranks=2)
     assert "resumed" in resumed.stdout
     expected, got = epochs(full), epochs(stopped)
@@ -210,20 +218,8 @@ def test_a_law_training_stopped_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
     full = tmp_path / "full"
     train(full, "--policy", policy, overrides=longer)  # epochs of seconds: a stop can land inside one
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen(train_command(stopped, "--policy", policy, overrides=longer), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if len(epochs(stopped)["epoch"]) >= 1:
-                break
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.05)
-    time.sleep(0.1)  # into the second epoch, inside its first stage
-    os.kill(proc.pid, signal.SIGUSR1)
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 75 and re.search(r"checkpoint written in epoch 2 at iteration [1-9]\d*/", output), \
+    code, output = stop_after_first_epoch(stopped, "--policy", policy, overrides=longer, delay=0.1)
+    assert code == 75 and re.search(r"checkpoint written in epoch 2 at iteration [1-9]\d*/", output), \
         output[-2000:]  # mid-stage: the stage under way ranks against validation losses measured before it
     assert len(epochs(stopped)["epoch"]) == 1
     train(stopped, "--policy", policy, overrides=longer)
