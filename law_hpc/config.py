@@ -216,10 +216,11 @@ class StrategyConfig:
     weight_norm: str = "sum_w"
     """mean | sum_w: mean_i(K_i l_i) (the paper) or sum K_i l_i / sum K_i (the authors' code)."""
     feature_norm: str = "rank"
-    """zscore | rank | val_rank: each item feature is z-scored over the batch (the paper), or replaced by its
-    within-batch rank (ties averaged), z-scored; val_rank: as rank, but the loss is ranked among the clean
-    validation set's per-sample losses at the last stage end (a threshold that follows the noise rate; needs
-    search.warmup_stages >= 1, and "bias" in action_terms to place the threshold)."""
+    """zscore | rank | val_rank | class_val_rank: each item feature is z-scored over the batch (the paper), or
+    replaced by its within-batch rank (ties averaged), z-scored; val_rank: as rank, but the loss is ranked among the
+    clean validation set's per-sample losses at the last stage end (a threshold that follows the noise rate; needs
+    search.warmup_stages >= 1, and "bias" in action_terms to place the threshold); class_val_rank: as val_rank, among
+    the validation losses of the sample's own observed class (rare classes are not taken for noise)."""
 
 
 @dataclass
@@ -321,7 +322,7 @@ _FIXED_CHOICES = {
     "strategy.density": {"cosine", "dot"},
     "strategy.label_feature": {"log_freq", "log_freq_batch", "index"},
     "strategy.weight_norm": {"mean", "sum_w"},
-    "strategy.feature_norm": {"zscore", "rank", "val_rank"},
+    "strategy.feature_norm": {"zscore", "rank", "val_rank", "class_val_rank"},
     "search.reward": {"gap", "gap_change"},
     "strategy.action_bound": {"tanh", "none"},
 }
@@ -436,9 +437,9 @@ def validate(cfg: Config) -> None:
          "strategy.action_terms", "must be a non-empty list of loss, entropy, density, label, bias"),
         (s.stages >= 1, "search.stages", "must be >= 1"),
         (0 <= s.warmup_stages < s.stages, "search.warmup_stages", "must be in [0, search.stages)"),
-        (s.warmup_stages >= 1 or st.feature_norm != "val_rank", "search.warmup_stages",
-         "must be >= 1 with strategy.feature_norm=val_rank (the first weighted stage ranks losses among those "
-         "measured on the validation set at the end of the stage before)"),
+        (s.warmup_stages >= 1 or st.feature_norm not in ("val_rank", "class_val_rank"), "search.warmup_stages",
+         f"must be >= 1 with strategy.feature_norm={st.feature_norm} (the first weighted stage ranks losses among "
+         "those measured on the validation set at the end of the stage before)"),
         (0.0 <= d.noise_rate <= 1.0, "data.noise_rate", "must be in [0, 1]"),
         (d.batch_size >= 2, "data.batch_size", "must be >= 2 (density needs two samples)"),
         (d.val_size >= 1, "data.val_size", "must be >= 1"),

@@ -141,6 +141,8 @@ class Search(Job):
                  "log": self.history.state_dict(), **retired_logs(self.retired_logs)}
         if self.rule.validation_losses is not None:
             state["validation_losses"] = self.rule.validation_losses.cpu()
+        if self.rule.validation_labels is not None:
+            state["validation_labels"] = self.rule.validation_labels.cpu()
         if not self.state.episode_over:
             state["pair"] = self.pair.state_dict()
         if self.interrupted is not None:
@@ -153,8 +155,8 @@ class Search(Job):
         set_rng_states(state["rng"])
         self.history.load_state_dict(state["log"])
         self.retired_logs = retired_logs(state)
-        losses = state.get("validation_losses")
-        self.rule.observe_validation_losses(None if losses is None else losses.to(self.dist.device))
+        self.rule.observe_validation_losses(state.get("validation_losses"), state.get("validation_labels"))
+        self.rule.to(self.dist.device)
         if self.state.episode_over:
             self.state.next_episode()
         else:
@@ -262,11 +264,12 @@ class Search(Job):
     # --- the steps of a stage ------------------------------------------------------------------------
     def evaluate(self) -> tuple[float, float]:
         """(acc_target, acc_reference) on the clean validation split; a "val_rank" rule also takes the target's
-        per-sample losses there, among which the next stage ranks its training losses (law/features.py)."""
+        per-sample losses (and labels) there, among which the next stage ranks its training losses
+        (law/features.py)."""
         accuracies = self.pair.evaluate(self.data.val)
         if self.rule.needs_validation_losses:
-            self.rule.observe_validation_losses(per_sample_losses(self.pair.target_net, self.data.val,
-                                                                  self.rule.base_loss))
+            self.rule.observe_validation_losses(*per_sample_losses(self.pair.target_net, self.data.val,
+                                                                   self.rule.base_loss))
         return accuracies
 
     def timed(self, part: str, work, *args):

@@ -129,9 +129,9 @@ class Training(Job):
         self.dist.average_batchnorm_statistics(model)
         return sharded_accuracy(model, shard, self.dist.allgather_object)
 
-    def validation_losses(self, loss_fn) -> torch.Tensor:
-        """[N] per-sample `loss_fn` of the method's model on the whole validation set, the same on every rank (a
-        collective)."""
+    def validation_losses(self, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
+        """([N] per-sample `loss_fn` of the method's model on the whole validation set, [N] their labels), the same
+        on every rank (a collective)."""
         return sharded_losses(self.method.eval_model(), self.data.val_shard, loss_fn, self.dist.allgather_object)
 
     def check_ranks_agree(self, epoch: int) -> None:

@@ -13,7 +13,7 @@ or, step by step:
         loss = weighter.loss(F.cross_entropy(logits, labels, reduction="none"), weights)
         ...
         if (step + 1) % weighter.schedule(total_steps).iterations_per_stage == 0:   # each stage end, as the search
-            weighter.observe_validation(validation_accuracy(model))     # + losses=, for a "val_rank" policy
+            weighter.observe_validation(validation_accuracy(model))     # + losses (and labels): see below
 
 The stage state s_T = [e_T, l_smooth, acc_smooth] is kept here as in the search: l_smooth follows the
 mean loss of the batches seen in each stage, acc_smooth the validation accuracies reported through
@@ -21,7 +21,8 @@ mean loss of the batches seen in each stage, acc_smooth the validation accuracie
 first stage). A policy searched with strategy.feature_norm "val_rank" ranks each training loss among the clean
 validation set's per-sample losses: give them too, `observe_validation(accuracy, losses)` (the policy's base loss,
 e.g. F.cross_entropy(model(x_val), y_val, reduction="none") in eval mode); `weighter.needs_validation_losses` says
-whether a policy needs them. `loss` normalises as the search did (settings["weight_norm"]: sum_w, i.e. sum_i w_i l_i /
+whether a policy needs them. A "class_val_rank" policy ranks each loss among its own class's validation losses and
+needs their labels too: `observe_validation(accuracy, losses, y_val)` (`weighter.needs_validation_labels`). `loss` normalises as the search did (settings["weight_norm"]: sum_w, i.e. sum_i w_i l_i /
 sum_i w_i, for every shipped policy; a plain mean would scale the learning rate by the mean weight).
 """
 from __future__ import annotations
@@ -66,10 +67,12 @@ class LAWLoss:
         """Whether step `step` is the last of a stage: report a validation accuracy then, as the search did."""
         return (step + 1) % self.weighter.schedule(self.total_steps).iterations_per_stage == 0
 
-    def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None) -> None:
-        """A clean validation accuracy (fraction) at a stage end; without it acc_smooth stays at chance. `losses`:
-        the validation set's per-sample losses, which a "val_rank" policy needs (PolicyWeighter.observe_validation)."""
-        self.weighter.observe_validation(accuracy, losses)
+    def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None,
+                           labels: torch.Tensor | None = None) -> None:
+        """A clean validation accuracy (fraction) at a stage end; without it acc_smooth stays at chance. `losses`
+        (and `labels`): the validation set's per-sample losses and labels, which a "val_rank" ("class_val_rank")
+        policy needs (PolicyWeighter.observe_validation)."""
+        self.weighter.observe_validation(accuracy, losses, labels)
 
 
 class PolicyWeighter:
@@ -125,20 +128,33 @@ class PolicyWeighter:
 
     @property
     def needs_validation_losses(self) -> bool:
-        """Whether this policy ranks training losses among the validation set's (strategy.feature_norm "val_rank")."""
+        """Whether this policy ranks training losses among the validation set's (strategy.feature_norm "val_rank"
+        or "class_val_rank")."""
         return self.rule.needs_validation_losses
 
-    def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None) -> None:
+    @property
+    def needs_validation_labels(self) -> bool:
+        """Whether this policy ranks each training loss among its own class's validation losses ("class_val_rank")."""
+        return self.rule.needs_validation_labels
+
+    def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None,
+                           labels: torch.Tensor | None = None) -> None:
         """Report a validation accuracy (fraction); it enters acc_smooth as in the search. `losses`: the clean
         validation set's per-sample losses (the policy's base loss, eval mode), required by a "val_rank" policy:
-        the next stage ranks each training loss among them."""
+        the next stage ranks each training loss among them; `labels`: their labels, required by a
+        "class_val_rank" policy, which ranks each loss among its own class's."""
+        norm = self.settings["feature_norm"]
         if self.needs_validation_losses and losses is None:
             raise ValueError("this policy ranks each training loss among the clean validation set's losses "
-                             "(feature_norm val_rank): observe_validation(accuracy, losses) needs the validation "
+                             f"(feature_norm {norm}): observe_validation(accuracy, losses) needs the validation "
                              "set's per-sample losses")
+        if self.needs_validation_labels and labels is None:
+            raise ValueError("this policy ranks each training loss among its class's clean validation losses "
+                             f"(feature_norm {norm}): observe_validation(accuracy, losses, labels) needs the "
+                             "validation set's labels too")
         self.acc_smooth = smoothed(self.acc_smooth, accuracy, self.smoothing)
         if losses is not None:
-            self.rule.observe_validation_losses(torch.as_tensor(losses))
+            self.rule.observe_validation_losses(torch.as_tensor(losses), labels)
 
     def pool_stage_loss(self, allgather) -> None:
         """Data-parallel ranks (a collective): every rank takes the ranks' mean stage-loss sum and sample count, so
@@ -161,12 +177,13 @@ class PolicyWeighter:
         """The stage state a resumed training continues from (the actor itself comes from policy.h5)."""
         return {"l_smooth": self.l_smooth, "acc_smooth": self.acc_smooth, "stage": self._stage,
                 "stage_loss_sum": self._stage_loss.sum.cpu(), "stage_samples": self._stage_loss.samples,
-                "action": self._action, "validation_losses": self.rule.validation_losses}
+                "action": self._action, "validation_losses": self.rule.validation_losses,
+                "validation_labels": self.rule.validation_labels}
 
     def load_state_dict(self, state: dict) -> None:
         self.l_smooth, self.acc_smooth = state["l_smooth"], state["acc_smooth"]
         self._stage, self._action = state["stage"], state["action"]
-        self.rule.observe_validation_losses(state.get("validation_losses"))
+        self.rule.observe_validation_losses(state.get("validation_losses"), state.get("validation_labels"))
         self._stage_loss = StageLoss()
         if "stage_loss_sum" in state:
             self._stage_loss.sum.copy_(state["stage_loss_sum"])
@@ -191,8 +208,4 @@ class PolicyWeighter:
         self._stage_loss.add(per_sample_loss.mean(), labels.numel())  # as the search's StageProgress
         if stage < self.warmup_stages:
             return torch.ones(labels.shape[0], device=logits.device)
-        if self.rule.log_class_freq.device != logits.device:
-            self.rule.log_class_freq = self.rule.log_class_freq.to(logits.device)
-        if self.rule.validation_losses is not None and self.rule.validation_losses.device != logits.device:
-            self.rule.validation_losses = self.rule.validation_losses.to(logits.device)
-        return self.rule.weights(logits, labels, action.to(logits.device), per_sample_loss)
+        return self.rule.to(logits.device).weights(logits, labels, action.to(logits.device), per_sample_loss)

@@ -235,6 +235,32 @@ def test_val_rank_places_each_loss_among_the_validation_losses():
         item_features(logits, labels, torch.zeros(3), norm="val_rank")
 
 
+def test_class_val_rank_places_each_loss_among_its_own_class_validation_losses():
+    from law_hpc.law.features import class_validation_ranks, losses_by_class, validation_ranks
+    losses = torch.tensor([0.1, 0.2, 0.4, 0.8, 2.0, 3.0])
+    labels = torch.tensor([0, 1, 0, 0, 1, 1])  # class 0: 0.1 0.4 0.8; class 1: 0.2 2.0 3.0; class 2: none
+    table = losses_by_class(losses, labels, 3)
+    inf = float("inf")
+    torch.testing.assert_close(table, torch.tensor([[0.1, 0.4, 0.8], [0.2, 2.0, 3.0], [inf, inf, inf]]))
+    # a loss of 1.0: above all of class 0's (u = 1), between class 1's first and second (u = 1/3), and a class
+    # without validation samples falls back to all six (u = 4/6)
+    train_losses, train_labels = torch.tensor([1.0, 1.0, 1.0, 0.4]), torch.tensor([0, 1, 2, 0])
+    u = torch.tensor([1.0, 1 / 3, 4 / 6, 0.5])  # 0.4 ties class 0's middle loss: half of it counts
+    expected = 12 ** 0.5 * (u - 0.5)
+    got = class_validation_ranks(train_losses, train_labels, table, losses)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got[2], validation_ranks(train_losses[2:3], losses)[0])
+    # a rare class whose clean losses all sit high: its training loss is typical of it, not an outlier
+    logits = torch.zeros(2, 3)
+    logits[:, 0] = torch.tensor([-1.0, 3.0])  # label 1 for both: losses about 1.55 and 4.1
+    pooled = item_features(logits, torch.tensor([1, 1]), torch.zeros(3), norm="val_rank", validation_losses=losses)
+    by_class = item_features(logits, torch.tensor([1, 1]), torch.zeros(3), norm="class_val_rank",
+                             validation_losses=losses, validation_by_class=table)
+    assert pooled[0, 0] > 0.5 and by_class[0, 0] < 0 and by_class[1, 0] > 1.7
+    with pytest.raises(ValueError, match="labels were not given"):
+        item_features(logits, torch.tensor([1, 1]), torch.zeros(3), norm="class_val_rank", validation_losses=losses)
+
+
 def test_action_bounds_terms_and_the_norm_penalty():
     torch.manual_seed(0)
     bounded = StrategyModel(stages=3, embed_dim=4, hidden=16, action_scale=2.0, action_bound="tanh")

@@ -198,11 +198,12 @@ def test_shipped_policy_fits_its_config_and_won_its_search(shipped):
     assert settings["validation_gap"] > 0 and settings["feature_norm"] == cfg.strategy.feature_norm
 
 
-def constant_val_rank_policy(path):
-    """A val_rank policy.h5 on the smoke schedule whose actor drops what sits high among the clean losses."""
+def constant_val_rank_policy(path, norm="val_rank"):
+    """A val_rank (or class_val_rank) policy.h5 on the smoke schedule whose actor drops what sits high among the
+    clean losses."""
     from law_hpc.config import load_config
     from law_hpc.io.policy_file import new_strategy_model, policy_settings, save_policy
-    cfg = load_config(SMOKE, ["strategy.feature_norm=val_rank", "strategy.action_terms=[loss,label,bias]"])
+    cfg = load_config(SMOKE, [f"strategy.feature_norm={norm}", "strategy.action_terms=[loss,label,bias]"])
     settings = policy_settings(cfg, 10)
     model = new_strategy_model(settings)
     model.actor.make_constant([-3.0, 0, 0, 0, 2.0])
@@ -211,9 +212,9 @@ def constant_val_rank_policy(path):
 
 
 def test_a_law_training_stopped_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
-    """The weighter's stage state (l_smooth, acc_smooth, the stage's loss sums, the validation losses of a val_rank
-    policy) comes back from a mid-epoch checkpoint."""
-    policy = constant_val_rank_policy(tmp_path / "policy.h5")
+    """The weighter's stage state (l_smooth, acc_smooth, the stage's loss sums, the validation losses and labels of
+    a class_val_rank policy) comes back from a mid-epoch checkpoint."""
+    policy = constant_val_rank_policy(tmp_path / "policy.h5", "class_val_rank")
     longer = ["data.train_size=16000", "data.test_size=500", "threads_per_rank=1", "stop_check_iterations=1"]
     full = tmp_path / "full"
     train(full, "--policy", policy, overrides=longer)  # epochs of seconds: a stop can land inside one
@@ -242,7 +243,7 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
     from law_hpc.engine.evaluation import per_sample_losses
     from law_hpc.train import Training
     run_dir = tmp_path / "run"
-    proc = train(run_dir, "--policy", constant_val_rank_policy(tmp_path / "policy.h5"), ranks=2,
+    proc = train(run_dir, "--policy", constant_val_rank_policy(tmp_path / "policy.h5", "class_val_rank"), ranks=2,
                  overrides=ON_SMOKE_SCHEDULE)
     assert "WARNING" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
     assert np.any(epochs(run_dir)["weight_std"] > 0.1)  # the policy weighted
@@ -250,9 +251,13 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
     training = Training(load_config(tmp_path / "evaluated" / "config.yaml"),
                         Dist(0, 1, 0, 1, torch.device("cpu"), "none"), tmp_path / "evaluated", resumed=True)
     try:
-        gathered = training.method.weighter.rule.validation_losses
-        whole = per_sample_losses(training.method.eval_model(), training.data.val, training.method.base_loss)
-        assert len(gathered) == len(whole) == load_config(SMOKE).data.val_size
-        torch.testing.assert_close(gathered, whole.sort().values)
+        rule = training.method.weighter.rule
+        whole, labels = per_sample_losses(training.method.eval_model(), training.data.val, training.method.base_loss)
+        assert len(rule.validation_losses) == len(whole) == load_config(SMOKE).data.val_size
+        torch.testing.assert_close(rule.validation_losses, whole.sort().values)
+        # each loss keeps its label: the per-class table holds every class's losses, ascending
+        for label in range(10):
+            own = rule.validation_by_class[label]
+            torch.testing.assert_close(own[torch.isfinite(own)], whole[labels == label].sort().values)
     finally:
         training.close()

@@ -146,3 +146,13 @@ def test_a_val_rank_policy_in_your_loop_needs_the_validation_losses():
     shifted = WeightingRule.from_settings(settings, torch.as_tensor(log_class_frequencies(counts)))
     shifted.observe_validation_losses(validation_losses + 10)  # every training loss now looks clean
     assert shifted.weights(logits, labels, law_loss.weighter.action(1), per_sample).min() > expected.min()
+    # class_val_rank: each loss among its own class's validation losses, so the labels are needed too
+    by_class = PolicyWeighter(new_strategy_model(settings), {**settings, "feature_norm": "class_val_rank"},
+                              log_class_frequencies(counts))
+    assert by_class.needs_validation_labels and not law_loss.weighter.needs_validation_labels
+    with pytest.raises(ValueError, match="labels too"):
+        by_class.observe_validation(0.5, validation_losses)
+    validation_labels = torch.arange(100) % 3
+    by_class.observe_validation(0.5, validation_losses, validation_labels)
+    table = by_class.rule.validation_by_class
+    assert table.shape == (3, 34) and torch.equal(table[2, :33], validation_losses[validation_labels == 2].sort().values)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .features import FEATURE_NAMES, item_features
+from .features import FEATURE_NAMES, VALIDATION_NORMS, item_features, losses_by_class
 from .losses import cross_entropy
 from .policy import sample_weights, weighted_mean_loss
 
@@ -33,8 +33,12 @@ class WeightingRule:
     terms: tuple[str, ...] = FEATURE_NAMES
     """The features the policy's actor sets (strategy.action_terms); the others have theta = 0 and are not computed."""
     validation_losses: torch.Tensor | None = None
-    """feature_norm "val_rank": the clean validation set's per-sample losses (sorted) at the last stage end, among
-    which each training loss is ranked; None before the first measurement."""
+    """feature_norm "val_rank" / "class_val_rank": the clean validation set's per-sample losses (sorted) at the last
+    stage end, among which each training loss is ranked; None before the first measurement."""
+    validation_labels: torch.Tensor | None = None
+    """"class_val_rank": the labels of validation_losses (aligned with them)."""
+    validation_by_class: torch.Tensor | None = None
+    """"class_val_rank": validation_losses per class ([C, M], losses_by_class), derived from the two above."""
 
     @classmethod
     def from_settings(cls, settings: dict, log_class_freq: torch.Tensor, base_loss: Callable = cross_entropy):
@@ -49,18 +53,41 @@ class WeightingRule:
     @property
     def needs_validation_losses(self) -> bool:
         """Whether the loss feature is ranked among the validation set's losses (measure them at every stage end)."""
-        return self.feature_norm == "val_rank" and "loss" in self.terms
+        return self.feature_norm in VALIDATION_NORMS and "loss" in self.terms
 
-    def observe_validation_losses(self, losses: torch.Tensor | None) -> None:
-        """The clean validation set's per-sample losses (this rule's base loss) at a stage end; None forgets them."""
-        self.validation_losses = None if losses is None else losses.detach().float().flatten().sort().values
+    @property
+    def needs_validation_labels(self) -> bool:
+        """Whether each loss is ranked among its own class's validation losses (their labels are needed too)."""
+        return self.feature_norm == "class_val_rank" and "loss" in self.terms
+
+    def observe_validation_losses(self, losses: torch.Tensor | None, labels: torch.Tensor | None = None) -> None:
+        """The clean validation set's per-sample losses (this rule's base loss) at a stage end, and their labels
+        ("class_val_rank" needs them); None forgets them."""
+        if losses is None:
+            self.validation_losses = self.validation_labels = self.validation_by_class = None
+            return
+        self.validation_losses, order = losses.detach().float().flatten().sort()
+        self.validation_labels = None if labels is None else torch.as_tensor(labels).flatten().to(order.device)[order]
+        self.validation_by_class = None
+        if self.needs_validation_labels and self.validation_labels is not None:
+            self.validation_by_class = losses_by_class(self.validation_losses, self.validation_labels,
+                                                       self.num_classes)
+
+    def to(self, device) -> "WeightingRule":
+        """The rule's tensors on `device` (a no-op where they are)."""
+        for name in ("log_class_freq", "validation_losses", "validation_labels", "validation_by_class"):
+            tensor = getattr(self, name)
+            if tensor is not None and tensor.device != torch.device(device):
+                setattr(self, name, tensor.to(device))
+        return self
 
     @torch.no_grad()
     def weights(self, logits: torch.Tensor, labels: torch.Tensor, action: torch.Tensor,
                 per_sample_loss: torch.Tensor) -> torch.Tensor:
         """K_T(f, theta_T) = 1 + tanh(theta_T . f + b) (Eq. 3) on the features of the net's own forward pass."""
         features = item_features(logits, labels, self.log_class_freq, self.density, self.label_feature,
-                                 self.feature_norm, per_sample_loss, self.terms, self.validation_losses)
+                                 self.feature_norm, per_sample_loss, self.terms, self.validation_losses,
+                                 self.validation_by_class)
         return sample_weights(features, action)
 
     def loss(self, per_sample_loss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -108,9 +108,10 @@ class WeightingMethod:
         self.optimizer.step()
         return StepResult(per_sample_loss.detach().mean(), weights.detach())
 
-    def end_stage(self, val_accuracy: Callable[[], float], val_losses: Callable[[Callable], torch.Tensor]) -> None:
+    def end_stage(self, val_accuracy: Callable[[], float],
+                  val_losses: Callable[[Callable], tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Called at every stage end; `val_accuracy()` evaluates the model on the validation split, `val_losses(loss)`
-        gives its per-sample losses there (only methods that use them pay for them)."""
+        gives its per-sample losses there and their labels (only methods that use them pay for them)."""
 
     def log_attributes(self) -> dict:
         """Extra attributes of train.h5 that describe this method's run (LAW: its policy)."""
