@@ -88,8 +88,9 @@ def test_data_variants_give_each_searcher_its_data():
     assert searcher_data(plain, 3) is plain.data  # no variants: the data section itself
 
 
-def test_val_rank_needs_a_warm_up_stage():
+@pytest.mark.parametrize("norm", ["val_rank", "class_val_rank"])
+def test_val_rank_needs_a_warm_up_stage(norm):
     # the first weighted stage ranks losses among those measured at the end of the stage before it
-    with pytest.raises(ConfigError, match=r"search\.warmup_stages.*val_rank"):
-        load_config(None, ["strategy.feature_norm=val_rank", "search.warmup_stages=0"])
-    assert load_config(None, ["strategy.feature_norm=val_rank"]).search.warmup_stages == 1
+    with pytest.raises(ConfigError, match=rf"search\.warmup_stages.*{norm}"):
+        load_config(None, [f"strategy.feature_norm={norm}", "search.warmup_stages=0"])
+    assert load_config(None, [f"strategy.feature_norm={norm}"]).search.warmup_stages == 1

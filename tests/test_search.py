@@ -118,10 +118,12 @@ def test_strategy_identical_across_ranks_classifiers_differ(two_rank_run):
     assert not np.array_equal(last[0]["arrays"]["buffer/reward"], last[1]["arrays"]["buffer/reward"])
 
 
-@pytest.mark.parametrize("overrides", [(), ("strategy.feature_norm=val_rank", "strategy.action_terms=[loss,label,bias]")],
-                         ids=["batch_rank", "val_rank"])
+@pytest.mark.parametrize("overrides", [(), ("strategy.feature_norm=class_val_rank",
+                                            "strategy.action_terms=[loss,label,bias]")],
+                         ids=["batch_rank", "class_val_rank"])
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, overrides):
-    # val_rank: the validation losses the stage under way ranks against come back from the checkpoint
+    # class_val_rank (val_rank's path, plus labels): the validation losses and labels the stage under way ranks
+    # against come back from the checkpoint
     full = tmp_path / "full"
     proc = run_search(full, overrides=overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]

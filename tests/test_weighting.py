@@ -55,12 +55,13 @@ def _recorded_run(entry: str, out, args, steer: str = ""):
     return torch.load(out)
 
 
-VAL_RANK = ["--set", "strategy.feature_norm=val_rank", "--set", "strategy.action_terms=[loss,label,bias]"]
+CLASS_VAL_RANK = ["--set", "strategy.feature_norm=class_val_rank", "--set", "strategy.action_terms=[loss,label,bias]"]
 
 
-@pytest.mark.parametrize("settings", [[], VAL_RANK], ids=["batch_rank", "val_rank"])
+@pytest.mark.parametrize("settings", [[], CLASS_VAL_RANK], ids=["batch_rank", "class_val_rank"])
 def test_the_test_phase_reproduces_an_evaluation_episode_batch_by_batch(tmp_path, settings):
-    # val_rank: both rank the losses among the validation losses each measures at the stage end before
+    # class_val_rank (val_rank's path, plus labels): both rank the losses among the validation losses (by class)
+    # each measures at the stage end before
     cfg = load_config(SMOKE)
     search_dir = tmp_path / "search"
     searched = _recorded_run("search", tmp_path / "search.pt",
