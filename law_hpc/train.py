@@ -159,6 +159,7 @@ class Training(Job):
                 self.checkpoint_mid_epoch(epoch, progress)
                 return EXIT_PREEMPTED
             row = self.epoch_row(epoch, progress)
+            self.method.pool_ranks()
             self.check_ranks_agree(epoch)
             self.history.add(row)
             self.save_checkpoint((epoch, 0, per_epoch), self.state_dict())
@@ -217,6 +218,7 @@ class Training(Job):
     def checkpoint_mid_epoch(self, epoch: int, progress: "EpochProgress") -> None:
         """A stop agreed inside an epoch: rank 0 checkpoints the epoch as it stands, with every rank's BatchNorm
         statistics (the ranks average them only before evaluating); then every rank exits for requeue."""
+        self.method.pool_ranks()
         buffers = self.dist.allgather_object(batchnorm_buffers(self.method))
         self.stop_mid_unit((epoch, 0, progress.done), {**self.state_dict(), "epoch": progress.state_dict(),
                                                        "rank_buffers": buffers},

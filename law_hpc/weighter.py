@@ -157,9 +157,10 @@ class PolicyWeighter:
             self.rule.observe_validation_losses(torch.as_tensor(losses), labels)
 
     def pool_stage_loss(self, allgather) -> None:
-        """Data-parallel ranks (a collective): every rank takes the ranks' mean stage-loss sum and sample count, so
-        l_smooth follows the loss of all of the stage's batches, as one process training on them would, and every
-        rank acts alike. A mean, not a sum: pooling again later counts nothing twice."""
+        """Data-parallel ranks (a collective, at every stage end and before every checkpoint): every rank takes the
+        ranks' mean stage-loss sum and sample count, so l_smooth follows the loss of all of the stage's batches, as
+        one process training on them would, every rank acts alike, and rank 0's checkpoint holds what every rank
+        holds. A mean, not a sum: pooling again later counts nothing twice."""
         everyone = allgather((float(self._stage_loss.sum), self._stage_loss.samples))
         self._stage_loss.sum.fill_(sum(total for total, _ in everyone) / len(everyone))
         self._stage_loss.samples = sum(samples for _, samples in everyone) / len(everyone)

@@ -113,6 +113,10 @@ class WeightingMethod:
         """Called at every stage end; `val_accuracy()` evaluates the model on the validation split, `val_losses(loss)`
         gives its per-sample losses there and their labels (only methods that use them pay for them)."""
 
+    def pool_ranks(self) -> None:
+        """Called by every rank before each checkpoint (a collective for methods that override it): pool what the
+        ranks accumulate apart, so rank 0's checkpoint stands for all of them (LAW: the stage's loss sums)."""
+
     def log_attributes(self) -> dict:
         """Extra attributes of train.h5 that describe this method's run (LAW: its policy)."""
         return {}

@@ -56,10 +56,14 @@ class LawPolicy(WeightingMethod):
     def end_stage(self, val_accuracy, val_losses) -> None:
         """acc_smooth of the stage state follows the validation accuracy, as in the search; a "val_rank" policy
         also ranks the next stage's losses among the validation set's (losses, labels)."""
-        self.weighter.pool_stage_loss(self.allgather)  # data-parallel ranks: l_smooth over all ranks' batches
+        self.pool_ranks()  # data-parallel ranks: l_smooth over all ranks' batches
         accuracy = val_accuracy()  # first: it averages the ranks' BatchNorm statistics
         losses_and_labels = val_losses(self.base_loss) if self.weighter.needs_validation_losses else ()
         self.weighter.observe_validation(accuracy, *losses_and_labels)
+
+    def pool_ranks(self) -> None:
+        """The ranks' stage-loss sums pooled (a mean, linear: pooling inside a stage changes nothing at its end)."""
+        self.weighter.pool_stage_loss(self.allgather)
 
     def stateful(self) -> dict:
         return {**super().stateful(), "weighter": self.weighter}
