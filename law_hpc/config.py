@@ -221,11 +221,6 @@ class StrategyConfig:
     clean validation set's per-sample losses at the last stage end (a threshold that follows the noise rate; needs
     search.warmup_stages >= 1, and "bias" in action_terms to place the threshold); class_val_rank: as val_rank, among
     the validation losses of the sample's own observed class (rare classes are not taken for noise)."""
-    class_calibration: bool = False
-    """With feature_norm val_rank: divide each class's weights by the mean weight the clean validation samples of
-    that class get (relative to all of them), so a typical clean sample of every class weighs the same and a rare
-    class, whose clean losses all rank high, is not taken for noise (a class's weights are amplified at most
-    20-fold). Needs action_terms among loss and bias."""
 
 
 @dataclass
@@ -445,10 +440,6 @@ def validate(cfg: Config) -> None:
         (s.warmup_stages >= 1 or st.feature_norm not in ("val_rank", "class_val_rank"), "search.warmup_stages",
          f"must be >= 1 with strategy.feature_norm={st.feature_norm} (the first weighted stage ranks losses among "
          "those measured on the validation set at the end of the stage before)"),
-        (not st.class_calibration or st.feature_norm == "val_rank", "strategy.class_calibration",
-         "needs strategy.feature_norm=val_rank (the calibration ranks the validation losses among themselves)"),
-        (not st.class_calibration or set(st.action_terms) <= {"loss", "bias"}, "strategy.class_calibration",
-         "needs strategy.action_terms among loss and bias (a per-class term would be divided out again)"),
         (0.0 <= d.noise_rate <= 1.0, "data.noise_rate", "must be in [0, 1]"),
         (d.batch_size >= 2, "data.batch_size", "must be >= 2 (density needs two samples)"),
         (d.val_size >= 1, "data.val_size", "must be >= 1"),

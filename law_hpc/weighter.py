@@ -134,8 +134,7 @@ class PolicyWeighter:
 
     @property
     def needs_validation_labels(self) -> bool:
-        """Whether this policy compares each training loss with its own class's validation losses ("class_val_rank",
-        or class_calibration)."""
+        """Whether this policy ranks each training loss among its own class's validation losses ("class_val_rank")."""
         return self.rule.needs_validation_labels
 
     def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None,
@@ -150,10 +149,9 @@ class PolicyWeighter:
                              f"(feature_norm {norm}): observe_validation(accuracy, losses) needs the validation "
                              "set's per-sample losses")
         if self.needs_validation_labels and labels is None:
-            raise ValueError("this policy compares each training loss with the clean validation losses of its "
-                             f"class (feature_norm {norm}, class_calibration "
-                             f"{self.rule.class_calibration}): observe_validation(accuracy, losses, labels) needs "
-                             "the validation set's labels too")
+            raise ValueError("this policy ranks each training loss among its class's clean validation losses "
+                             f"(feature_norm {norm}): observe_validation(accuracy, losses, labels) needs the "
+                             "validation set's labels too")
         self.acc_smooth = smoothed(self.acc_smooth, accuracy, self.smoothing)
         if losses is not None:
             self.rule.observe_validation_losses(torch.as_tensor(losses), labels)

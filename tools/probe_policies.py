@@ -39,7 +39,7 @@ POLICY_KEYS = {"stages": "search.stages", "warmup_stages": "search.warmup_stages
                "action_bound": "strategy.action_bound", "action_terms": "strategy.action_terms",
                "density": "strategy.density",
                "label_feature": "strategy.label_feature", "weight_norm": "strategy.weight_norm",
-               "feature_norm": "strategy.feature_norm", "class_calibration": "strategy.class_calibration"}
+               "feature_norm": "strategy.feature_norm"}
 """Policy settings -> the config keys that make the search environment act as the policy was searched."""
 
 

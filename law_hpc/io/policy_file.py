@@ -19,9 +19,9 @@ from ..law.policy import StrategyModel
 MAGIC = "law_hpc.policy/2"
 SETTINGS = ("stages", "embed_dim", "hidden", "action_scale", "action_bound", "action_terms", "density", "label_feature",
             "weight_norm", "feature_norm", "warmup_stages", "num_classes", "epochs", "lr_decay_stages", "smoothing",
-            "augment", "base_loss", "class_calibration")
-"""What a policy needs to act as it did in its search (older files lack smoothing, augment, base_loss and
-class_calibration: those were searched with cross-entropy and no calibration)."""
+            "augment", "base_loss")
+"""What a policy needs to act as it did in its search (older files lack smoothing, augment and base_loss:
+those were searched with cross-entropy)."""
 OUTCOME = ("validation_gap", "validation_acc_target", "validation_acc_reference", "episode")
 """The evaluation episode that chose the policy: final validation accuracy of target and reference
 (mean over searchers), their gap, and the episode (0-based)."""
@@ -36,8 +36,7 @@ def policy_settings(cfg, num_classes: int) -> dict:
             "label_feature": st.label_feature, "weight_norm": st.weight_norm, "feature_norm": st.feature_norm,
             "warmup_stages": cfg.search.warmup_stages, "num_classes": num_classes, "epochs": cfg.search_epochs,
             "lr_decay_stages": list(cfg.optim.lr_decay_stages), "smoothing": cfg.search.smoothing,
-            "augment": cfg.data.augment, "base_loss": cfg.train.base_loss,
-            "class_calibration": cfg.strategy.class_calibration}
+            "augment": cfg.data.augment, "base_loss": cfg.train.base_loss}
 
 
 def new_strategy_model(settings: dict) -> StrategyModel:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .features import FEATURE_NAMES, NUM_FEATURES, VALIDATION_NORMS, item_features, losses_by_class, validation_ranks
+from .features import FEATURE_NAMES, VALIDATION_NORMS, item_features, losses_by_class
 from .losses import cross_entropy
 from .policy import sample_weights, weighted_mean_loss
 
@@ -39,16 +39,12 @@ class WeightingRule:
     """"class_val_rank": the labels of validation_losses (aligned with them)."""
     validation_by_class: torch.Tensor | None = None
     """"class_val_rank": validation_losses per class ([C, M], losses_by_class), derived from the two above."""
-    class_calibration: bool = False
-    """Divide each weight by its class's calibration scale (class_calibration_scale): a clean validation sample of
-    every class weighs the same on average, so a rare class whose clean losses sit high is not taken for noise."""
 
     @classmethod
     def from_settings(cls, settings: dict, log_class_freq: torch.Tensor, base_loss: Callable = cross_entropy):
         """The rule of a policy.h5's (or a search's) settings."""
         return cls(log_class_freq, settings["density"], settings["label_feature"], settings["weight_norm"],
-                   settings["feature_norm"], base_loss, tuple(settings["action_terms"]),
-                   class_calibration=bool(settings.get("class_calibration", False)))  # older files: off
+                   settings["feature_norm"], base_loss, tuple(settings["action_terms"]))
 
     @property
     def num_classes(self) -> int:
@@ -62,7 +58,7 @@ class WeightingRule:
     @property
     def needs_validation_labels(self) -> bool:
         """Whether each loss is ranked among its own class's validation losses (their labels are needed too)."""
-        return (self.feature_norm == "class_val_rank" and "loss" in self.terms) or self.class_calibration
+        return self.feature_norm == "class_val_rank" and "loss" in self.terms
 
     def observe_validation_losses(self, losses: torch.Tensor | None, labels: torch.Tensor | None = None) -> None:
         """The clean validation set's per-sample losses (this rule's base loss) at a stage end, and their labels
@@ -92,32 +88,11 @@ class WeightingRule:
         features = item_features(logits, labels, self.log_class_freq, self.density, self.label_feature,
                                  self.feature_norm, per_sample_loss, self.terms, self.validation_losses,
                                  self.validation_by_class)
-        weights = sample_weights(features, action)
-        if self.class_calibration and self.validation_labels is not None:
-            weights = weights / class_calibration_scale(self, action)[labels]
-        return weights
+        return sample_weights(features, action)
 
     def loss(self, per_sample_loss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The weighted batch loss, normalised as the search did (Eq. 7; weight_norm)."""
         return weighted_mean_loss(per_sample_loss, weights, self.weight_norm)
-
-
-@torch.no_grad()
-def class_calibration_scale(rule: WeightingRule, action: torch.Tensor) -> torch.Tensor:
-    """[C]: the mean weight K_T (Eq. 3) that `action` gives the clean validation samples of each class, over the
-    mean it gives all of them (1 for a class without validation samples). Dividing a class's training weights by it
-    makes a typical clean sample of every class weigh the same: with the loss ranked among all clean losses
-    ("val_rank"), the clean samples of a rare or hard class rank high, and a noisy-label policy would starve that
-    class. A validation sample's only feature is its loss's rank among the validation losses (class_calibration
-    needs action terms among loss and bias: a per-class term would be divided out again; config.py checks). The
-    floor 0.05 bounds the amplification of a class at 20-fold."""
-    losses, labels = rule.validation_losses, rule.validation_labels.long()
-    features = torch.zeros(len(losses), NUM_FEATURES, device=losses.device)
-    features[:, FEATURE_NAMES.index("loss")] = validation_ranks(losses, losses)
-    weights = sample_weights(features, action.to(losses.device))
-    counts = torch.bincount(labels, minlength=rule.num_classes).to(weights.dtype)
-    class_mean = torch.bincount(labels, weights, minlength=rule.num_classes) / counts.clamp_min(1)
-    return torch.where(counts > 0, class_mean / weights.mean(), torch.ones_like(class_mean)).clamp_min(0.05)
 
 
 def initial_stage_scalars(num_classes: int) -> tuple[float, float]:
