@@ -257,9 +257,9 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
         whole, labels = per_sample_losses(training.method.eval_model(), training.data.val, training.method.base_loss)
         assert len(rule.validation_losses) == len(whole) == load_config(SMOKE).data.val_size
         torch.testing.assert_close(rule.validation_losses, whole.sort().values)
-        # each loss keeps its label: the per-class table holds every class's losses, ascending
+        # each loss keeps its label (class_val_rank ranks it among its class's)
         for label in range(10):
-            own = rule.validation_by_class[label]
-            torch.testing.assert_close(own[torch.isfinite(own)], whole[labels == label].sort().values)
+            torch.testing.assert_close(rule.validation_losses[rule.validation_labels == label],
+                                       whole[labels == label].sort().values)
     finally:
         training.close()

@@ -15,6 +15,7 @@ import torch
 
 from law_hpc.config import load_config
 from law_hpc.io.metrics import read_stages
+from law_hpc.io.policy_file import load_policy
 from law_hpc.law.features import FEATURE_NAMES, item_features
 from law_hpc.law.weighting import WeightingRule
 from law_hpc.weighter import LAWLoss, PolicyWeighter
@@ -66,7 +67,7 @@ def test_the_test_phase_reproduces_an_evaluation_episode_batch_by_batch(tmp_path
     search_dir = tmp_path / "search"
     searched = _recorded_run("search", tmp_path / "search.pt",
                              ["--run-dir", str(search_dir), "--config", str(SMOKE), *settings])
-    assert (search_dir / "policy.h5").is_file()
+    assert load_policy(search_dir / "policy.h5")[1]["feature_norm"] == ("class_val_rank" if settings else "rank")
     # the episode's weighted batches: the last (stages - warm-up) stages of each episode call the rule
     per_episode = len(searched) // cfg.search.episodes
     episode = searched[EVALUATION_EPISODE * per_episode:(EVALUATION_EPISODE + 1) * per_episode]
