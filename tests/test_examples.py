@@ -8,8 +8,7 @@ import pytest
 from search_helpers import REPO
 
 
-# batch rank; validation losses and labels (class_val_rank: val_rank's path, plus the labels)
-@pytest.mark.parametrize("policy", ["fmnist_noisy_mlp", "fmnist_noisy_mlp_classvalrank"])
+@pytest.mark.parametrize("policy", ["fmnist_noisy_mlp", "fmnist_noisy_mlp_valrank"])  # batch rank; validation losses
 def test_the_policy_in_your_own_loop_example_trains(policy):
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "policy_in_your_loop.py"), "--epochs", "2",
                            "--images", "3000", "--policy", policy], capture_output=True, text=True, timeout=300,
