@@ -22,8 +22,9 @@ first stage). A policy searched with strategy.feature_norm "val_rank" ranks each
 validation set's per-sample losses: give them too, `observe_validation(accuracy, losses)` (the policy's base loss,
 e.g. F.cross_entropy(model(x_val), y_val, reduction="none") in eval mode); `weighter.needs_validation_losses` says
 whether a policy needs them. A "class_val_rank" policy ranks each loss among its own class's validation losses and
-needs their labels too: `observe_validation(accuracy, losses, y_val)` (`weighter.needs_validation_labels`). `loss` normalises as the search did (settings["weight_norm"]: sum_w, i.e. sum_i w_i l_i /
-sum_i w_i, for every shipped policy; a plain mean would scale the learning rate by the mean weight).
+needs their labels too: `observe_validation(accuracy, losses, y_val)` (`weighter.needs_validation_labels`).
+`loss` normalises as the search did (settings["weight_norm"]: sum_w, i.e. sum_i w_i l_i / sum_i w_i, for every
+shipped policy; a plain mean would scale the learning rate by the mean weight).
 """
 from __future__ import annotations
 
