@@ -120,19 +120,19 @@ class Training(Job):
         return {"method": self.method.name, **self.method.log_attributes()}
 
     # --- training ------------------------------------------------------------------------------------
-    def accuracy(self, shard) -> float:
-        """Top-1 accuracy of the method's model over a set of which every rank evaluates its `shard` (a
-        collective: every rank calls it at the same point)."""
+    def accuracy(self, shard, model=None) -> float:
+        """Top-1 accuracy of `model` (default: the method's evaluated model) over a set of which every rank
+        evaluates its `shard` (a collective: every rank calls it at the same point)."""
         if shard is None:  # a folder without a test set
             return float("nan")
-        model = self.method.eval_model()
+        model = self.method.eval_model() if model is None else model
         self.dist.average_batchnorm_statistics(model)
         return sharded_accuracy(model, shard, self.dist.allgather_object)
 
     def validation_losses(self, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
-        """([N] per-sample `loss_fn` of the method's model on the whole validation set, [N] their labels), the same
-        on every rank (a collective)."""
-        return sharded_losses(self.method.eval_model(), self.data.val_shard, loss_fn, self.dist.allgather_object)
+        """([N] per-sample `loss_fn` of the method's trained model on the whole validation set, [N] their labels),
+        the same on every rank (a collective)."""
+        return sharded_losses(self.method.model, self.data.val_shard, loss_fn, self.dist.allgather_object)
 
     def check_ranks_agree(self, epoch: int) -> None:
         """Rank 0's checkpoint stands for every rank only if they hold one state: compare digests (a warning,
@@ -172,7 +172,8 @@ class Training(Job):
         if self.dist.is_root:
             best, last = max(self.history.rows, key=lambda r: r.val_acc), self.history.rows[-1]
             self.console.info(f"done in {self.progress.elapsed()}: {self.run_dir / 'model.pt'} (epoch "
-                              f"{last.epoch + 1}, validation {last.val_acc:.4f}{_test_text(last)}); "
+                              f"{last.epoch + 1}, validation {last.val_acc:.4f}{_test_text(last)}"
+                              f"{_note_text(self.method.status())}); "
                               f"{self.run_dir / 'model_best.pt'} (epoch {best.epoch + 1}, best validation "
                               f"{best.val_acc:.4f}{_test_text(best)}); law_hpc.models.load(path) gives either back")
         return 0
@@ -186,7 +187,8 @@ class Training(Job):
                      in_channels=self.data.in_channels, image_size=self.data.image_size, classes=self.data.classes,
                      mean=list(self.data.mean), std=list(self.data.std), method=self.method.name,
                      policy=self.cfg.train.policy if self.method.name == "law" else "", epoch=row.epoch + 1,
-                     val_acc=row.val_acc, test_acc=row.test_acc, config_yaml=to_yaml(self.cfg), git_commit=git_commit())
+                     val_acc=row.val_acc, test_acc=row.test_acc, note=self.method.status(), config_yaml=to_yaml(self.cfg),
+                     git_commit=git_commit())
         model = self.method.eval_model()
         save_model_file(self.run_dir / "model.pt", model, **about)
         if row.val_acc >= max(r.val_acc for r in self.history.rows):
@@ -204,12 +206,14 @@ class Training(Job):
             out = self.method.train_step(batch, step / schedule.iterations_per_epoch, self.validation_batches.next)
             progress.add(out.loss, out.weights.float(), batch.labels.numel())
             if (step + 1) % schedule.iterations_per_stage == 0:
-                self.method.end_stage(lambda: self.accuracy(self.data.val_shard), self.validation_losses)
+                self.method.end_stage(lambda: self.accuracy(self.data.val_shard, self.method.model),
+                                      self.validation_losses)
         return run_steps(progress, one_step, self.preemption.poll)
 
     def epoch_row(self, epoch: int, progress: "EpochProgress") -> EpochRow:
         """The epoch's row (test and validation accuracy are collectives; the rest is this rank's)."""
         weights = torch.cat(progress.weights)
+        self.method.choose_eval_model(lambda model: self.accuracy(self.data.val_shard, model))
         return EpochRow(epoch=epoch, lr=progress.lr, train_loss=float(progress.loss_sum) / progress.done,
                         test_acc=self.accuracy(self.data.test), val_acc=self.accuracy(self.data.val_shard),
                         weight_mean=float(weights.mean()), weight_std=float(weights.std(unbiased=False)),
@@ -232,7 +236,11 @@ class Training(Job):
         self.console.info(f"{self.progress.stamp()} {self.method.name} epoch {row.epoch + 1}/{self.cfg.optim.epochs} "
                           f"lr {row.lr:.4g} loss {row.train_loss:.4f} test {row.test_acc:.4f} val {row.val_acc:.4f} "
                           f"w {row.weight_mean:.3f}±{row.weight_std:.3f} {row.samples_per_second:,.0f} samples/s "
-                          f"{row.seconds:.1f}s | {self.progress.suffix(row.epoch + 1)}")
+                          f"{row.seconds:.1f}s{_note_text(self.method.status())} | {self.progress.suffix(row.epoch + 1)}")
+
+
+def _note_text(note: str) -> str:
+    return f" ({note})" if note else ""
 
 
 def _test_text(row: EpochRow) -> str:

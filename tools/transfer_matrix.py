@@ -3,6 +3,8 @@
 
     python tools/transfer_matrix.py --out runs/transfer --networks mlp --policies fmnist_noisy_mlp fmnist_noisy
     python tools/transfer_matrix.py --out runs/transfer --report       # the table from the runs done so far
+    python tools/transfer_matrix.py --out runs/guarded --policies fmnist_noisy_mlp_valrank \
+        --set methods.law.uniform_guard=true      # the policy with its uniform guard (another --out)
 
 Each cell trains uniform and every given policy (tools/run_benchmark.py, the benchmark's 10k Fashion-MNIST images
 and 20 epochs) for --seeds seeds and reports the policy's final-epoch test accuracy minus uniform's. A cell where
@@ -39,7 +41,7 @@ def cell(args, network: str, column: str) -> dict:
     out = Path(args.out) / network / column.replace(" ", "").replace("%", "")
     argv = ["--out", str(out), "--settings", setting, "--methods", "uniform", "law", "--policy", *args.policies,
             "--seeds", *map(str, args.seeds), "--jobs", str(args.jobs)]
-    for override in overrides + COLUMNS[column]:
+    for override in overrides + COLUMNS[column] + args.set:
         argv += ["--set", override]
     if args.report:
         argv.append("--report")
@@ -63,6 +65,8 @@ def main(argv=None) -> int:
     parser.add_argument("--policies", nargs="+", default=["fmnist_noisy_mlp", "fmnist_noisy"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key in every run (e.g. methods.law.uniform_guard=true)")
     parser.add_argument("--report", action="store_true", help="run nothing: the table from finished runs")
     args = parser.parse_args(argv)
     lines = ["Final-epoch test accuracy (%) of each shipped policy minus uniform's, mean ± std over seeds "

@@ -110,8 +110,16 @@ class WeightingMethod:
 
     def end_stage(self, val_accuracy: Callable[[], float],
                   val_losses: Callable[[Callable], tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Called at every stage end; `val_accuracy()` evaluates the model on the validation split, `val_losses(loss)`
+        """Called at every stage end; `val_accuracy()` evaluates `self.model` on the validation split, `val_losses(loss)`
         gives its per-sample losses there and their labels (only methods that use them pay for them)."""
+
+    def choose_eval_model(self, val_accuracy_of: Callable[[torch.nn.Module], float]) -> None:
+        """Called before each epoch's evaluation (a collective: `val_accuracy_of(net)` evaluates `net` on the
+        validation split): a method that trains candidate networks picks the one `eval_model` gives."""
+
+    def status(self) -> str:
+        """A note for the epoch's progress line and the model file (LAW's guard: which network is evaluated)."""
+        return ""
 
     def pool_ranks(self) -> None:
         """Called by every rank before each checkpoint (a collective for methods that override it): pool what the

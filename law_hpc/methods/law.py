@@ -1,5 +1,13 @@
-"""A learned LAW policy in the test phase: the searched actor weights a fresh network's training."""
+"""A learned LAW policy in the test phase: the searched actor weights a fresh network's training.
+
+With `methods.law.uniform_guard` a second network trains unweighted beside it, from the same initialisation on the
+same batches (the search's reference network, Algorithm 2), and at every epoch end the one with the better validation
+accuracy is evaluated and exported: a shipped policy used without a search then costs two trainings, and ends where
+it would lose to uniform training only by what validation misjudges.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from ..io.policy_file import resolve_policy, schedule_differences
 from ..law.losses import base_loss_of, cross_entropy
@@ -14,8 +22,15 @@ class LawPolicy(WeightingMethod):
     name = "law"
     told = "a clean validation set (in its search)"
 
+    @dataclass
+    class Options:
+        uniform_guard: bool = False
+        """Train an unweighted twin network beside the policy's (twice the cost of one training) and evaluate and
+        export whichever has the better validation accuracy at each epoch end: for a shipped policy used without a
+        search, where it may lose to uniform training (README, Transfer)."""
+
     def __init__(self, policy_path, class_counts, total_epochs: float, iterations_per_epoch: int,
-                 base_loss=cross_entropy):
+                 base_loss=cross_entropy, uniform_guard: bool = False):
         self.policy_path = str(resolve_policy(policy_path))  # a file, or a shipped policy's name
         self.base_loss = base_loss  # train.base_loss, the loss the policy was searched on (schedule_differences)
         self.weighter = PolicyWeighter.from_file(policy_path, class_counts=class_counts)
@@ -23,13 +38,16 @@ class LawPolicy(WeightingMethod):
         self.iterations_per_epoch = iterations_per_epoch
         self.total_steps = round(total_epochs * iterations_per_epoch)
         self.schedule_differences: list[str] = []
+        self.uniform_guard = uniform_guard
+        self.uniform_model = self.uniform_optimizer = None  # the guard's unweighted twin
+        self.guard_accuracies: tuple[float, float] | None = None  # (policy's, twin's) last validation accuracies
 
     @classmethod
     def from_config(cls, cfg, data) -> "LawPolicy":
         if not cfg.train.policy:
             raise ValueError("train.method=law needs a searched policy: --policy RUN/policy.h5 (or train.policy)")
         method = cls(cfg.train.policy, data.train_label_counts, cfg.optim.epochs, data.train.batches_per_epoch,
-                     base_loss_of(cfg, data.train_label_counts))
+                     base_loss_of(cfg, data.train_label_counts), cls.options(cfg).uniform_guard)
         method.schedule_differences = schedule_differences(method.weighter.settings, cfg)
         if method.schedule_differences and not cfg.train.allow_schedule_mismatch:
             raise ValueError(f"{cfg.train.policy} was searched on another schedule ("
@@ -37,8 +55,43 @@ class LawPolicy(WeightingMethod):
                              "Train on the policy's schedule, or set train.allow_schedule_mismatch=true")
         return method
 
+    def setup(self, model_factory, optimizer_factory, device) -> None:
+        super().setup(model_factory, optimizer_factory, device)
+        if self.uniform_guard:  # the same initialisation as the policy's network and as `--method uniform`
+            self.uniform_model = model_factory().to(device)
+            self.uniform_optimizer = optimizer_factory(self.uniform_model)
+
+    @property
+    def optimizers(self) -> list:
+        return [self.optimizer] + ([self.uniform_optimizer] if self.uniform_guard else [])
+
+    def train_step(self, batch, epoch, val_batch_fn):
+        result = super().train_step(batch, epoch, val_batch_fn)
+        if self.uniform_guard:  # the twin: the base loss unweighted, as the search's reference network
+            self.uniform_model.train()
+            loss = self.base_loss(self.uniform_model(batch.images), batch.labels).mean()
+            self.uniform_optimizer.zero_grad()
+            loss.backward()
+            self.uniform_optimizer.step()
+        return result
+
+    def choose_eval_model(self, val_accuracy_of) -> None:
+        if self.uniform_guard:
+            self.guard_accuracies = (val_accuracy_of(self.model), val_accuracy_of(self.uniform_model))
+
+    def eval_model(self):
+        chosen_twin = self.guard_accuracies is not None and self.guard_accuracies[1] > self.guard_accuracies[0]
+        return self.uniform_model if chosen_twin else self.model
+
+    def status(self) -> str:
+        if self.guard_accuracies is None:
+            return ""
+        policy_acc, twin_acc = self.guard_accuracies
+        chosen = "uniform twin" if self.eval_model() is self.uniform_model else "policy"
+        return f"guard: {chosen} (validation policy {policy_acc:.4f}, uniform twin {twin_acc:.4f})"
+
     def log_attributes(self) -> dict:
-        return {"policy": self.policy_path, "schedule_mismatch": "; ".join(self.schedule_differences),
+        return {"policy": self.policy_path, "uniform_guard": self.uniform_guard, "schedule_mismatch": "; ".join(self.schedule_differences),
                 "policy_validation_gap": float(self.weighter.settings.get("validation_gap", float("nan")))}
 
     def sample_weights(self, logits, batch, epoch):
@@ -66,4 +119,6 @@ class LawPolicy(WeightingMethod):
         self.weighter.pool_stage_loss(self.allgather)
 
     def stateful(self) -> dict:
-        return {**super().stateful(), "weighter": self.weighter}
+        twin = {"uniform_model": self.uniform_model, "uniform_optimizer": self.uniform_optimizer} if self.uniform_guard \
+            else {}
+        return {**super().stateful(), "weighter": self.weighter, **twin}
