@@ -211,11 +211,31 @@ def constant_val_rank_policy(path, norm="val_rank"):
     return path
 
 
+def test_a_uniform_guard_evaluates_whichever_network_validates_better(tmp_path):
+    """With methods.law.uniform_guard the policy's network trains as without it, its twin as `--method uniform`,
+    and each epoch's row (and model file) is the one with the better validation accuracy."""
+    from law_hpc.models import load
+    policy = constant_val_rank_policy(tmp_path / "policy.h5")
+    overrides = ON_SMOKE_SCHEDULE + ["optim.epochs=4", "train.allow_schedule_mismatch=true"]
+    train(tmp_path / "policy", "--policy", policy, overrides=overrides)
+    train(tmp_path / "uniform", "--method", "uniform", overrides=overrides)
+    proc = train(tmp_path / "guarded", "--policy", policy, overrides=overrides + ["methods.law.uniform_guard=true"])
+    weighted, uniform, guarded = (epochs(tmp_path / name) for name in ("policy", "uniform", "guarded"))
+    twin_wins = uniform["val_acc"] > weighted["val_acc"]
+    assert np.array_equal(guarded["val_acc"], np.maximum(weighted["val_acc"], uniform["val_acc"]))
+    assert np.array_equal(guarded["test_acc"], np.where(twin_wins, uniform["test_acc"], weighted["test_acc"]))
+    assert np.array_equal(guarded["weight_std"], weighted["weight_std"]) and weighted["weight_std"][-1] > 0.1
+    chosen = "uniform twin" if twin_wins[-1] else "policy"
+    assert f"guard: {chosen} (validation policy {weighted['val_acc'][-1]:.4f}" in proc.stdout
+    assert load(tmp_path / "guarded" / "model.pt").law_hpc_info["note"].startswith(f"guard: {chosen} ")
+
+
 def test_a_law_training_stopped_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
     """The weighter's stage state (l_smooth, acc_smooth, the stage's loss sums, the validation losses and labels of
-    a class_val_rank policy) comes back from a mid-epoch checkpoint."""
+    a class_val_rank policy) and the uniform guard's twin come back from a mid-epoch checkpoint."""
     policy = constant_val_rank_policy(tmp_path / "policy.h5", "class_val_rank")
-    longer = ["data.train_size=16000", "data.test_size=500", "threads_per_rank=1", "stop_check_iterations=1"]
+    longer = ["data.train_size=16000", "data.test_size=500", "threads_per_rank=1", "stop_check_iterations=1",
+              "methods.law.uniform_guard=true"]
     full = tmp_path / "full"
     train(full, "--policy", policy, overrides=longer)  # epochs of seconds: a stop can land inside one
     stopped = tmp_path / "stopped"
