@@ -254,7 +254,7 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
     whole: the checkpoint's equal those of the whole set evaluated in one process (the last stage ends with the
     training, so the checkpointed model is the one they were measured on). The ranks pool their stage losses at
     every stage end and before every checkpoint, so they hold one LAW state (l_smooth, actions, the partial sums of
-    a stage under way) and no rank-disagreement warning is printed."""
+    a stage under way; the uniform guard's twin) and no rank-disagreement warning is printed."""
     import shutil
 
     import torch
@@ -266,7 +266,8 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
     run_dir = tmp_path / "run"
     # 8 epochs of the policy's 4 stages: every other epoch ends inside a stage, with the stage's losses half summed
     proc = train(run_dir, "--policy", constant_val_rank_policy(tmp_path / "policy.h5", "class_val_rank"), ranks=2,
-                 overrides=ON_SMOKE_SCHEDULE + ["optim.epochs=8", "train.allow_schedule_mismatch=true"])
+                 overrides=ON_SMOKE_SCHEDULE + ["optim.epochs=8", "train.allow_schedule_mismatch=true",
+                                                "methods.law.uniform_guard=true"])  # its twin: one state too
     assert "WARNING" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
     assert np.any(epochs(run_dir)["weight_std"] > 0.1)  # the policy weighted
     shutil.copytree(run_dir, tmp_path / "evaluated")
@@ -274,7 +275,7 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
                         Dist(0, 1, 0, 1, torch.device("cpu"), "none"), tmp_path / "evaluated", resumed=True)
     try:
         rule = training.method.weighter.rule
-        whole, labels = per_sample_losses(training.method.eval_model(), training.data.val, training.method.base_loss)
+        whole, labels = per_sample_losses(training.method.model, training.data.val, training.method.base_loss)
         assert len(rule.validation_losses) == len(whole) == load_config(SMOKE).data.val_size
         torch.testing.assert_close(rule.validation_losses, whole.sort().values)
         # each loss keeps its label (class_val_rank ranks it among its class's)
