@@ -187,8 +187,8 @@ class Training(Job):
                      in_channels=self.data.in_channels, image_size=self.data.image_size, classes=self.data.classes,
                      mean=list(self.data.mean), std=list(self.data.std), method=self.method.name,
                      policy=self.cfg.train.policy if self.method.name == "law" else "", epoch=row.epoch + 1,
-                     val_acc=row.val_acc, test_acc=row.test_acc, note=self.method.status(), config_yaml=to_yaml(self.cfg),
-                     git_commit=git_commit())
+                     val_acc=row.val_acc, test_acc=row.test_acc, note=self.method.status(),
+                     config_yaml=to_yaml(self.cfg), git_commit=git_commit())
         model = self.method.eval_model()
         save_model_file(self.run_dir / "model.pt", model, **about)
         if row.val_acc >= max(r.val_acc for r in self.history.rows):
@@ -236,7 +236,8 @@ class Training(Job):
         self.console.info(f"{self.progress.stamp()} {self.method.name} epoch {row.epoch + 1}/{self.cfg.optim.epochs} "
                           f"lr {row.lr:.4g} loss {row.train_loss:.4f} test {row.test_acc:.4f} val {row.val_acc:.4f} "
                           f"w {row.weight_mean:.3f}±{row.weight_std:.3f} {row.samples_per_second:,.0f} samples/s "
-                          f"{row.seconds:.1f}s{_note_text(self.method.status())} | {self.progress.suffix(row.epoch + 1)}")
+                          f"{row.seconds:.1f}s{_note_text(self.method.status())} | "
+                          f"{self.progress.suffix(row.epoch + 1)}")
 
 
 def _note_text(note: str) -> str:

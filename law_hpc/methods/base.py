@@ -110,8 +110,8 @@ class WeightingMethod:
 
     def end_stage(self, val_accuracy: Callable[[], float],
                   val_losses: Callable[[Callable], tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Called at every stage end; `val_accuracy()` evaluates `self.model` on the validation split, `val_losses(loss)`
-        gives its per-sample losses there and their labels (only methods that use them pay for them)."""
+        """Called at every stage end; `val_accuracy()` evaluates `self.model` on the validation split,
+        `val_losses(loss)` gives its per-sample losses there and their labels (only methods that use them pay)."""
 
     def choose_eval_model(self, val_accuracy_of: Callable[[torch.nn.Module], float]) -> None:
         """Called before each epoch's evaluation (a collective: `val_accuracy_of(net)` evaluates `net` on the

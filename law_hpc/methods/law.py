@@ -2,7 +2,7 @@
 
 With `methods.law.uniform_guard` a second network trains unweighted beside it, from the same initialisation on the
 same batches (the search's reference network, Algorithm 2), and at every epoch end the one with the better validation
-accuracy is evaluated and exported: a shipped policy used without a search then costs two trainings, and ends where
+accuracy is evaluated and exported: a shipped policy used without a search then trains two networks, and ends where
 it would lose to uniform training only by what validation misjudges.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ class LawPolicy(WeightingMethod):
     @dataclass
     class Options:
         uniform_guard: bool = False
-        """Train an unweighted twin network beside the policy's (twice the cost of one training) and evaluate and
+        """Train an unweighted twin network beside the policy's (about 1.5x the CPU time) and evaluate and
         export whichever has the better validation accuracy at each epoch end: for a shipped policy used without a
         search, where it may lose to uniform training (README, Transfer)."""
 
@@ -91,7 +91,8 @@ class LawPolicy(WeightingMethod):
         return f"guard: {chosen} (validation policy {policy_acc:.4f}, uniform twin {twin_acc:.4f})"
 
     def log_attributes(self) -> dict:
-        return {"policy": self.policy_path, "uniform_guard": self.uniform_guard, "schedule_mismatch": "; ".join(self.schedule_differences),
+        return {"policy": self.policy_path, "uniform_guard": self.uniform_guard,
+                "schedule_mismatch": "; ".join(self.schedule_differences),
                 "policy_validation_gap": float(self.weighter.settings.get("validation_gap", float("nan")))}
 
     def sample_weights(self, logits, batch, epoch):
@@ -119,6 +120,7 @@ class LawPolicy(WeightingMethod):
         self.weighter.pool_stage_loss(self.allgather)
 
     def stateful(self) -> dict:
-        twin = {"uniform_model": self.uniform_model, "uniform_optimizer": self.uniform_optimizer} if self.uniform_guard \
-            else {}
-        return {**super().stateful(), "weighter": self.weighter, **twin}
+        state = {**super().stateful(), "weighter": self.weighter}
+        if self.uniform_guard:
+            state.update(uniform_model=self.uniform_model, uniform_optimizer=self.uniform_optimizer)
+        return state
