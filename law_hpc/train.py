@@ -213,9 +213,11 @@ class Training(Job):
     def epoch_row(self, epoch: int, progress: "EpochProgress") -> EpochRow:
         """The epoch's row (test and validation accuracy are collectives; the rest is this rank's)."""
         weights = torch.cat(progress.weights)
-        self.method.choose_eval_model(lambda model: self.accuracy(self.data.val_shard, model))
+        val_acc = self.method.choose_eval_model(lambda model: self.accuracy(self.data.val_shard, model))
+        if val_acc is None:
+            val_acc = self.accuracy(self.data.val_shard)
         return EpochRow(epoch=epoch, lr=progress.lr, train_loss=float(progress.loss_sum) / progress.done,
-                        test_acc=self.accuracy(self.data.test), val_acc=self.accuracy(self.data.val_shard),
+                        test_acc=self.accuracy(self.data.test), val_acc=val_acc,
                         weight_mean=float(weights.mean()), weight_std=float(weights.std(unbiased=False)),
                         seconds=progress.seconds, samples_per_second=progress.samples * self.dist.size / progress.seconds)
 

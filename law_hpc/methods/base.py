@@ -113,9 +113,11 @@ class WeightingMethod:
         """Called at every stage end; `val_accuracy()` evaluates `self.model` on the validation split,
         `val_losses(loss)` gives its per-sample losses there and their labels (only methods that use them pay)."""
 
-    def choose_eval_model(self, val_accuracy_of: Callable[[torch.nn.Module], float]) -> None:
+    def choose_eval_model(self, val_accuracy_of: Callable[[torch.nn.Module], float]) -> float | None:
         """Called before each epoch's evaluation (a collective: `val_accuracy_of(net)` evaluates `net` on the
-        validation split): a method that trains candidate networks picks the one `eval_model` gives."""
+        validation split): a method that trains candidate networks picks the one `eval_model` gives and returns
+        its validation accuracy (None: nothing was evaluated)."""
+        return None
 
     def status(self) -> str:
         """A note for the epoch's progress line and the model file (LAW's guard: which network is evaluated)."""

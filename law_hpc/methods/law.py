@@ -75,9 +75,11 @@ class LawPolicy(WeightingMethod):
             self.uniform_optimizer.step()
         return result
 
-    def choose_eval_model(self, val_accuracy_of) -> None:
-        if self.uniform_guard:
-            self.guard_accuracies = (val_accuracy_of(self.model), val_accuracy_of(self.uniform_model))
+    def choose_eval_model(self, val_accuracy_of) -> float | None:
+        if not self.uniform_guard:
+            return None
+        self.guard_accuracies = (val_accuracy_of(self.model), val_accuracy_of(self.uniform_model))
+        return max(self.guard_accuracies)
 
     def eval_model(self):
         chosen_twin = self.guard_accuracies is not None and self.guard_accuracies[1] > self.guard_accuracies[0]
