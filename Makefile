@@ -3,7 +3,7 @@ PY := .venv/bin/python
 NP ?= 2
 ARGS ?=
 
-.PHONY: setup search test bench clean-runs
+.PHONY: setup search test test-fast bench docs clean-runs
 
 setup:
 	bash tools/setup_env.sh --slurm
@@ -15,8 +15,12 @@ search: setup
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np $(NP) --bind-to none --oversubscribe \
 		$(PY) -m law_hpc.search $(ARGS)
 
+# Every test (what CI runs). `make test-fast`: those that launch no process (tests/conftest.py), for the inner loop.
 test: setup
 	$(PY) -m pytest tests -q -ra
+
+test-fast: setup
+	$(PY) -m pytest tests -q -ra -m "not slow"
 
 # The test-phase benchmark of the README: 3 settings x every registered method x 3 seeds (a LAW search per setting), then
 # what more searchers buy for the same searcher-episodes (N_a = 1, 2, 4 on noisy_mlp, every episode run), and what
@@ -30,3 +34,7 @@ bench: setup
 
 clean-runs:
 	rm -rf runs
+
+# docs/benchmarks.md from the results files in docs/results/ (tools/run_benchmark.py --export writes them).
+docs:
+	$(PY) tools/results_doc.py

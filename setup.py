@@ -16,7 +16,7 @@ setup(
     description="Learning to Auto Weight: RL-learned example weighting, searched with N Horovod ranks",
     packages=find_packages(include=["law_hpc", "law_hpc.*"]),
     # law_hpc/configs links to the repository's configs/: the shipped configs travel with the package
-    package_data={"law_hpc": ["configs/*.yaml", "policies/*.h5"]},
+    package_data={"law_hpc": ["configs/*.yaml", "policies/*.h5", "policies/index.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",  # any recent torch: the core pins nothing a user's environment already has

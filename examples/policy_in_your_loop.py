@@ -50,13 +50,12 @@ steps_per_epoch = len(y_train) // batch_size
 law_loss = LAWLoss.from_policy(args.policy, np.bincount(noisy, minlength=10), steps_per_epoch, args.epochs)
 
 
-def evaluate(images, labels) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Accuracy, per-sample losses (the policy's loss; a "val_rank" policy ranks training losses among them) and
-    the labels (a "class_val_rank" policy ranks each loss among its own class's)."""
+def evaluate(images, labels) -> tuple[float, torch.Tensor]:
+    """Accuracy and per-sample losses (the policy's loss; a "val_rank" policy ranks training losses among them)."""
     model.eval()
     with torch.no_grad():
         logits = model(images)
-        return float((logits.argmax(1) == labels).float().mean()), law_loss.base_loss(logits, labels), labels
+        return float((logits.argmax(1) == labels).float().mean()), law_loss.base_loss(logits, labels)
 
 
 for epoch in range(args.epochs):

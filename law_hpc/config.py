@@ -1,8 +1,13 @@
 """Typed configuration: dataclasses with a docstring per field, YAML files and `--set a.b=value`.
 
-Every key a user can write is a field below; an unknown key or a value of the wrong type is a
-`ConfigError` naming the key. The defaults ARE the default search (Fashion-MNIST, 40 % noise, the MLP that memorises noisy labels);
-`configs/fmnist_noisy_mlp.yaml` states them explicitly and a test keeps the two equal.
+Every key a user can write is a field below (a weighting method's options: its `Options` in law_hpc/methods,
+section methods.<name>); an unknown key or a value of the wrong type is a `ConfigError` naming the key. The defaults
+ARE the default search (Fashion-MNIST, 40 % noise, the MLP that memorises noisy labels); `configs/fmnist_noisy_mlp.yaml`
+states them explicitly and a test keeps the two equal.
+
+This module is a leaf: it imports no torch and nothing else of law_hpc. Names that a registry or an owning module
+decides (datasets, models, methods, noise modes, feature normalisations, ...) are checked against it at launch
+(law_hpc/registry.py); `validate` here checks types and ranges.
 """
 from __future__ import annotations
 
@@ -133,9 +138,6 @@ class SearchConfig:
     batched kernel per layer on a GPU; BatchNorm statistics and SGD state stay per net, checkpoints are the
     sequential mode's). A net that cannot be fused (dropout, what vmap rejects) steps sequentially, with the
     reason printed. sequential is the default: on CPU cores fused is slower (README, tools/bench_search.py)."""
-    reward: str = "gap"
-    """gap | gap_change: r_T is r_w times the validation accuracy gap target - reference at the stage's end
-    (the paper, Eq. 8), or times its change over the stage (each stage credited with what it added)."""
     reward_scale: float = 1.0
     """s in r_w = s * exp(k * ce / ne) (Eq. 9)."""
     reward_k: float = 1.0
@@ -206,21 +208,13 @@ class StrategyConfig:
     """Full Data Update: passes over the whole buffer at every stage end (Algorithm 1)."""
     fdu_batch: int = 32
     """Full Data Update minibatch size."""
-    density: str = "cosine"
-    """cosine | dot: similarity of logits behind the density feature."""
-    label_feature: str = "log_freq"
-    """log_freq | log_freq_batch | index: the label feature: log(C * frequency) of the observed label, a
-    data-set property left unnormalised (0 on balanced classes); the same normalised per batch with the other
-    features (amplifies tiny count differences of nearly balanced classes); the class index (the paper's
-    literal "label"), normalised per batch."""
     weight_norm: str = "sum_w"
     """mean | sum_w: mean_i(K_i l_i) (the paper) or sum K_i l_i / sum K_i (the authors' code)."""
     feature_norm: str = "rank"
-    """zscore | rank | val_rank | class_val_rank: each item feature is z-scored over the batch (the paper), or
-    replaced by its within-batch rank (ties averaged), z-scored; val_rank: as rank, but the loss is ranked among the
-    clean validation set's per-sample losses at the last stage end (a threshold that follows the noise rate; needs
-    search.warmup_stages >= 1, and "bias" in action_terms to place the threshold); class_val_rank: as val_rank, among
-    the validation losses of the sample's own observed class (rare classes are not taken for noise)."""
+    """zscore | rank | val_rank: each item feature is z-scored over the batch (the paper), or replaced by its
+    within-batch rank (ties averaged), z-scored; val_rank: as rank, but the loss is ranked among the clean validation
+    set's per-sample losses at the last stage end (a threshold that follows the noise rate; needs
+    search.warmup_stages >= 1, and "bias" in action_terms to place the threshold)."""
 
 
 @dataclass
@@ -243,17 +237,6 @@ class TrainConfig:
     (their options: methods.logit_adjusted.tau, methods.gce.q). A policy records it."""
 
 
-def _methods_section() -> type:
-    """The section `methods`: one subsection per registered method with options, its `Options` dataclass."""
-    from .methods import METHODS, list_methods
-    sections = [(name, METHODS[name].Options, field(default_factory=METHODS[name].Options))
-                for name in list_methods() if METHODS[name].Options is not None]
-    return dataclasses.make_dataclass("MethodsConfig", sections)
-
-
-MethodsConfig = _methods_section()
-
-
 @dataclass
 class LogConfig:
     """What rank 0 writes beside metrics.h5 / train.h5."""
@@ -270,8 +253,9 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    methods: MethodsConfig = field(default_factory=MethodsConfig)
-    """The options of each weighting method (methods.<name>.<option>), used when train.method names it."""
+    methods: dict[str, dict] = field(default_factory=dict)
+    """The options of each weighting method (methods.<name>.<option>), used when train.method names it: the
+    fields of the method's `Options` (law_hpc/methods), checked at launch, where every method's are filled in."""
     log: LogConfig = field(default_factory=LogConfig)
     seed: int = 0
     """Base seed: every random stream derives from (seed, rank, episode, ...)."""
@@ -298,34 +282,6 @@ class Config:
     def search_epochs(self) -> int:
         """Epochs of a search episode: optim.epochs, unless search.epochs deliberately differs."""
         return self.search.epochs or self.optim.epochs
-
-
-def _choices() -> dict[str, set]:
-    """The allowed values of every key with a fixed set; the registries' names where a registry decides."""
-    from .data import DATASETS
-    from .engine.pair import PAIR_MODES
-    from .methods import METHODS
-    from .models import list_models
-    return {**_FIXED_CHOICES, "data.dataset": set(DATASETS), "search.pair_mode": set(PAIR_MODES),
-            "train.method": set(METHODS), "model.name": set(list_models())}
-
-
-_FIXED_CHOICES = {
-    "data.backend": {"dali", "torch"},
-    "data.dali_device": {"auto", "cpu", "gpu"},
-    "data.noise_mode": {"none", "uniform_mix", "flip", "pair"},
-    "data.imbalance": {"none", "discard", "long_tail"},
-    "data.augment": {"none", "crop_flip", "flip", "random_resized_crop"},
-    "train.base_loss": {"ce", "logit_adjusted", "balanced_softmax", "gce"},
-    "data.on_corrupt_image": {"fail", "skip"},
-    "strategy.exploration": {"gaussian", "ou"},
-    "strategy.density": {"cosine", "dot"},
-    "strategy.label_feature": {"log_freq", "log_freq_batch", "index"},
-    "strategy.weight_norm": {"mean", "sum_w"},
-    "strategy.feature_norm": {"zscore", "rank", "val_rank", "class_val_rank"},
-    "search.reward": {"gap", "gap_change"},
-    "strategy.action_bound": {"tanh", "none"},
-}
 
 
 def _coerce(key: str, value, typ):
@@ -367,40 +323,82 @@ def _apply(obj, mapping: dict, prefix: str = "") -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{full}': expected a section (mapping), got {value!r}")
             _apply(current, value, f"{full}.")
+        elif typing.get_origin(hints[key]) is dict:
+            setattr(obj, key, _merge_sections(full, current, value))
         else:
             setattr(obj, key, _coerce(full, value, hints[key]))
 
 
-def _set_override(cfg: Config, assignment: str) -> None:
-    if "=" not in assignment:
-        raise ConfigError(f"--set expects key=value, got '{assignment}'")
-    dotted, raw = assignment.split("=", 1)
+def _merge_sections(key: str, current: dict, value) -> dict:
+    """The section of sections `current` (methods: {method: {option: value}}) updated by `value`; the options stay
+    as given until a method's `Options` checks them (coerce_options)."""
+    if not isinstance(value, dict) or not all(isinstance(section, dict) for section in value.values()):
+        raise ConfigError(f"config key '{key}': expected a mapping of sections (<name>: {{<option>: <value>}}), "
+                          f"got {value!r}")
+    merged = copy.deepcopy(current)
+    for name, options in value.items():
+        merged.setdefault(str(name), {}).update(options)
+    return merged
+
+
+def coerce_options(prefix: str, options_type: type, mapping: dict):
+    """An `options_type` dataclass from `mapping` (e.g. methods.gce: {"q": 0.5}); absent fields keep their defaults.
+    A value given on the command line (--set) arrives as text and is read as its field's type. ConfigError names
+    `prefix`.<key>."""
+    hints = typing.get_type_hints(options_type)
+    names = [f.name for f in dataclasses.fields(options_type)]
+    values = {}
+    for key, value in mapping.items():
+        full = f"{prefix}.{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}' (known: {', '.join(sorted(names)) or 'none'})")
+        if isinstance(value, str) and hints[key] is not str:
+            value = _read_text(full, value, hints[key])
+        values[key] = _coerce(full, value, hints[key])
+    return options_type(**values)
+
+
+def _read_text(key: str, raw: str, typ):
+    """Text given for a field of type `typ`: YAML's reading of it, or a number where `typ` is float."""
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml.safe_load(raw)
     except yaml.YAMLError as err:
-        raise ConfigError(f"--set {dotted}: cannot parse value '{raw}': {err}") from None
+        raise ConfigError(f"config key '{key}': cannot parse value '{raw}': {err}") from None
+    if typ is float and isinstance(value, str):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"config key '{key}': expected a number, got '{raw}'") from None
+    return value
+
+
+def _set_override(cfg: Config, assignment: str) -> None:
+    dotted, raw = _split_assignment(assignment)
+    parts = dotted.split(".")
+    if parts[0] == "methods" and len(parts) == 3:  # read by the method's Options, which knows the option's type
+        _apply(cfg, {"methods": {parts[1]: {parts[2]: raw}}})
+        return
+    field_type = _field_type(cfg, parts)
+    value = _read_text(dotted, raw, field_type) if raw != "" and field_type is not str else raw
     nested: dict = {}
     cursor = nested
-    parts = dotted.strip().split(".")
     for part in parts[:-1]:
         cursor = cursor.setdefault(part, {})
     cursor[parts[-1]] = value
-    # a string field given a YAML scalar such as 'none' or '1e-3' keeps its text
-    try:
-        _apply(cfg, nested)
-    except ConfigError:
-        field_type = _field_type(cfg, parts)
-        if field_type is str:
-            cursor[parts[-1]] = raw
-            _apply(cfg, nested)
-        elif field_type is float and isinstance(value, str):
-            try:
-                cursor[parts[-1]] = float(raw)
-            except ValueError:
-                raise ConfigError(f"config key '{dotted}': expected a number, got '{raw}'") from None
-            _apply(cfg, nested)
-        else:
-            raise
+    _apply(cfg, nested)
+
+
+def _split_assignment(assignment: str) -> tuple[str, str]:
+    """--set KEY=VALUE: (the dotted key, the value's text)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got '{assignment}'")
+    dotted, raw = assignment.split("=", 1)
+    return dotted.strip(), raw
+
+
+def override_keys(overrides) -> list[str]:
+    """The dotted keys that `--set` assignments name, in order: what a user set explicitly."""
+    return [_split_assignment(assignment)[0] for assignment in overrides]
 
 
 def _field_type(cfg, parts):
@@ -413,12 +411,8 @@ def _field_type(cfg, parts):
 
 
 def validate(cfg: Config) -> None:
-    """Check choices and ranges; raise ConfigError naming the key."""
-    for dotted, allowed in _choices().items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise ConfigError(f"config key '{dotted}': '{value}' is not one of {sorted(allowed)}")
+    """Check types' ranges and the keys' combinations; raise ConfigError naming the key. (Names a registry decides
+    are checked at launch: law_hpc/registry.py.)"""
     s, d, st = cfg.search, cfg.data, cfg.strategy
     checks = [
         (s.episodes >= 1, "search.episodes", "must be >= 1"),
@@ -426,18 +420,13 @@ def validate(cfg: Config) -> None:
         (s.epochs >= 0, "search.epochs", "must be >= 0 (0 = optim.epochs)"),
         (s.eval_every >= 1, "search.eval_every", "must be >= 1"),
         (s.patience >= 0 and s.min_episodes >= 0, "search.patience", "patience and min_episodes must be >= 0"),
-        (not d.val_root or d.dataset == "imagenet", "data.val_root", "is for image folders (data.dataset=imagenet)"),
-        (not d.test_root or d.dataset == "imagenet", "data.test_root", "is for image folders (data.dataset=imagenet)"),
-        (d.augment in ("none", "crop_flip") or d.dataset == "imagenet", "data.augment",
-         f"'{d.augment}' is for image folders (data.dataset=imagenet); in-memory data takes none or crop_flip"),
         (st.action_scale > 0, "strategy.action_scale", "must be > 0"),
         (st.action_penalty >= 0, "strategy.action_penalty", "must be >= 0"),
         (st.random_episodes >= 0, "strategy.random_episodes", "must be >= 0"),
-        (bool(st.action_terms) and set(st.action_terms) <= {"loss", "entropy", "density", "label", "bias"},
-         "strategy.action_terms", "must be a non-empty list of loss, entropy, density, label, bias"),
+        (bool(st.action_terms), "strategy.action_terms", "must be a non-empty list"),
         (s.stages >= 1, "search.stages", "must be >= 1"),
         (0 <= s.warmup_stages < s.stages, "search.warmup_stages", "must be in [0, search.stages)"),
-        (s.warmup_stages >= 1 or st.feature_norm not in ("val_rank", "class_val_rank"), "search.warmup_stages",
+        (s.warmup_stages >= 1 or st.feature_norm != "val_rank", "search.warmup_stages",
          f"must be >= 1 with strategy.feature_norm={st.feature_norm} (the first weighted stage ranks losses among "
          "those measured on the validation set at the end of the stage before)"),
         (0.0 <= d.noise_rate <= 1.0, "data.noise_rate", "must be in [0, 1]"),

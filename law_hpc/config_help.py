@@ -1,6 +1,7 @@
 """Every config key with its default and docstring: the epilog of the entry points' --help.
 
-The docstrings are the string literals under the fields of law_hpc/config.py, read from its source.
+The docstrings are the string literals under the fields of law_hpc/config.py (and of each weighting method's
+`Options`, the section methods.<name>), read from their source.
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import textwrap
 import yaml
 
 from .config import Config
+from .methods import METHODS, list_methods
 
 
 def field_docs(cls) -> dict[str, str]:
-    """The docstring of each field of dataclass `cls` (the string literal under it), whitespace folded; none for
-    a class made at run time (config.MethodsConfig: its leaves are the methods' own Options)."""
+    """The docstring of each field of dataclass `cls` (the string literal under it), whitespace folded."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
@@ -28,13 +29,17 @@ def field_docs(cls) -> dict[str, str]:
 
 
 def describe_keys(cfg: Config | None = None) -> list[tuple[str, str, str]]:
-    """(dotted key, value in `cfg` (default: the built-in defaults), docstring) of every config key."""
+    """(dotted key, value in `cfg` (default: the built-in defaults), docstring) of every config key; the section
+    methods.<name> is the method's `Options`."""
     def walk(obj, prefix):
         docs = field_docs(type(obj))
         for item in dataclasses.fields(obj):
             value = getattr(obj, item.name)
             if dataclasses.is_dataclass(value):
                 yield from walk(value, f"{prefix}{item.name}.")
+            elif prefix == "" and item.name == "methods":
+                for name in (name for name in list_methods() if METHODS[name].Options is not None):
+                    yield from walk(METHODS[name].options(obj), f"methods.{name}.")
             else:
                 shown = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6).strip().removesuffix("...")
                 yield f"{prefix}{item.name}", shown.strip(), docs.get(item.name, "")

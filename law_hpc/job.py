@@ -16,11 +16,10 @@ from .engine.resume import load_agreed
 from .io.checkpoint import CheckpointStore
 from .io.console import Console
 from .io.history import RowHistory, open_log, position_text
-from .io.metrics import MetricsLog
+from .io.metrics import MetricsLog, run_attributes
 from .io.progress import Progress
 from .io.rundir import logged_results
 from .io.tensorboard import open_scalars
-from .launch import run_attributes
 
 
 class Job:
@@ -37,6 +36,9 @@ class Job:
     shared_checkpoint = False
     """True: the ranks hold one state and rank 0's checkpoint stands for all (the data-parallel test phase);
     False: every rank checkpoints its own (the searchers)."""
+    iterations_per_unit = 0
+    """Iterations of a stage (search) or an epoch (test phase), set by `build`: a checkpoint position with fewer is
+    mid-way."""
 
     def __init__(self, cfg, dist, run_dir: Path, resumed: bool):
         from .data import CorruptionSpec, Screening, build_data  # pulls in DALI/torchvision: import when needed
@@ -85,11 +87,6 @@ class Job:
         """(units of the whole job, units done): stages of a search, epochs of a training."""
         raise NotImplementedError
 
-    @property
-    def iterations_per_unit(self) -> int:
-        """Iterations of a stage (search) or an epoch (test phase): a checkpoint position with fewer is mid-way."""
-        raise NotImplementedError
-
     def log_layout(self) -> dict:
         raise NotImplementedError
 
@@ -123,6 +120,7 @@ class Job:
         """Rank 0's log: new, or on a resume written anew from the rows in the checkpoints (a killed writer leaves
         the file unopenable, and may die between a checkpoint and its rows). None on the other ranks."""
         histories = self.log_histories() if self.position is not None else []
+        self.skips_reported: dict[int, int] = {}  # rank 0: skipped-image counts the log holds (io/history.py)
         if not self.dist.is_root:
             return None
         if self.position is None:

@@ -15,8 +15,8 @@ from . import dist as distributed
 from .config import ConfigError, load_config, to_yaml
 from .config_help import keys_help
 from .engine.preemption import EXIT_PREEMPTED, StopFlag
-from .io.metrics import git_commit, package_versions
 from .io.rundir import RunDirError, new_run_dir, prepare_run_dir
+from .registry import checked
 
 EXIT_BAD_INPUT = 2
 
@@ -53,32 +53,26 @@ def add_config_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 def run_entry_point(args, tag: str, build, adjust=lambda cfg: cfg) -> int:
-    """What `main` of an entry point does: the config of --config/--set (exit 2 on a bad one), adjusted by
-    the entry point's own options, printed (--print-config) or run by `run_job` with
+    """What `main` of an entry point does: the config of --config/--set adjusted by the entry point's own options
+    and checked (exit 2 on a bad one), printed (--print-config) or run by `run_job` with
     `build(cfg, dist, run_dir, resumed)`."""
-    cfg = load_config_or_report(args)
+    cfg = load_config_or_report(args, adjust)
     if cfg is None:
         return EXIT_BAD_INPUT
-    cfg = adjust(cfg)
     if getattr(args, "print_config", False):
         print(to_yaml(cfg), end="")
         return 0
     return run_job(args, cfg, tag, lambda dist, run_dir, resumed: build(cfg, dist, run_dir, resumed))
 
 
-def load_config_or_report(args):
-    """The config of `--config`/`--set`, or None after printing the one-line error."""
+def load_config_or_report(args, adjust=lambda cfg: cfg):
+    """The config of `--config`/`--set`, `adjust`ed and checked against the registries, or None after printing
+    the one-line error."""
     try:
-        return load_config(resolve_config(args.config), args.set)
+        return checked(adjust(load_config(resolve_config(args.config), args.set)))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return None
-
-
-def run_attributes(cfg, dist, **extra) -> dict:
-    """The attributes every log file (metrics.h5, train.h5) carries: config, world, versions, commit."""
-    return {"config_yaml": to_yaml(cfg), "world_size": dist.size, "controller": dist.controller,
-            "device": str(dist.device), "versions": package_versions(), "git_commit": git_commit(), **extra}
 
 
 def run_job(args, cfg, tag: str, build) -> int:

@@ -27,7 +27,7 @@ import torch
 from .config import Config, to_yaml
 from .engine.evaluation import sharded_accuracy, sharded_losses
 from .engine.preemption import EXIT_PREEMPTED
-from .engine.schedule import StageSchedule
+from .law.schedule import StageSchedule
 from .engine.steps import StepProgress, run_steps
 from .io.metrics import EpochRow, git_commit, train_layout
 from .job import Job
@@ -67,6 +67,7 @@ class Training(Job):
             cfg, iterations_per_epoch=data.train.batches_per_epoch, epochs=cfg.optim.epochs,
             lr_scale=dist.size if cfg.train.scale_lr else 1,
             warmup_epochs=max(cfg.optim.warmup_epochs, 1.0) if data_parallel else cfg.optim.warmup_epochs)
+        self.iterations_per_unit = self.schedule.iterations_per_epoch
         self.method = build_method(cfg, data)
         self.method.allgather = dist.allgather_object  # per-sample state (ELR's targets) alike on every rank
 
@@ -109,10 +110,6 @@ class Training(Job):
     def progress_units(self) -> tuple[int, int]:
         return self.cfg.optim.epochs, self.epochs_done
 
-    @property
-    def iterations_per_unit(self) -> int:
-        return self.schedule.iterations_per_epoch
-
     def log_layout(self) -> dict:
         return train_layout()
 
@@ -129,9 +126,9 @@ class Training(Job):
         self.dist.average_batchnorm_statistics(model)
         return sharded_accuracy(model, shard, self.dist.allgather_object)
 
-    def validation_losses(self, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
-        """([N] per-sample `loss_fn` of the method's trained model on the whole validation set, [N] their labels),
-        the same on every rank (a collective)."""
+    def validation_losses(self, loss_fn) -> torch.Tensor:
+        """[N] per-sample `loss_fn` of the method's trained model on the whole validation set, the same on every rank
+        (a collective)."""
         return sharded_losses(self.method.model, self.data.val_shard, loss_fn, self.dist.allgather_object)
 
     def check_ranks_agree(self, epoch: int) -> None:

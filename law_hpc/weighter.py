@@ -13,7 +13,7 @@ or, step by step:
         loss = weighter.loss(F.cross_entropy(logits, labels, reduction="none"), weights)
         ...
         if (step + 1) % weighter.schedule(total_steps).iterations_per_stage == 0:   # each stage end, as the search
-            weighter.observe_validation(validation_accuracy(model))     # + losses (and labels): see below
+            weighter.observe_validation(validation_accuracy(model))     # + losses: see below
 
 The stage state s_T = [e_T, l_smooth, acc_smooth] is kept here as in the search: l_smooth follows the
 mean loss of the batches seen in each stage, acc_smooth the validation accuracies reported through
@@ -21,10 +21,8 @@ mean loss of the batches seen in each stage, acc_smooth the validation accuracie
 first stage). A policy searched with strategy.feature_norm "val_rank" ranks each training loss among the clean
 validation set's per-sample losses: give them too, `observe_validation(accuracy, losses)` (the policy's base loss,
 e.g. F.cross_entropy(model(x_val), y_val, reduction="none") in eval mode); `weighter.needs_validation_losses` says
-whether a policy needs them. A "class_val_rank" policy ranks each loss among its own class's validation losses and
-needs their labels too: `observe_validation(accuracy, losses, y_val)` (`weighter.needs_validation_labels`).
-`loss` normalises as the search did (settings["weight_norm"]: sum_w, i.e. sum_i w_i l_i / sum_i w_i, for every
-shipped policy; a plain mean would scale the learning rate by the mean weight).
+whether a policy needs them. `loss` normalises as the search did (settings.weight_norm: sum_w, i.e.
+sum_i w_i l_i / sum_i w_i, for every shipped policy; a plain mean would scale the learning rate by the mean weight).
 """
 from __future__ import annotations
 
@@ -33,8 +31,9 @@ import warnings
 import numpy as np
 import torch
 
-from .engine.schedule import StageSchedule
+from .law.schedule import StageSchedule
 from .io.policy_file import load_policy
+from .law.settings import PolicySettings
 from .law.features import log_class_frequencies
 from .law.losses import base_loss, cross_entropy
 from .law.weighting import StageLoss, WeightingRule, initial_stage_scalars, smoothed
@@ -57,7 +56,7 @@ class LAWLoss:
         """A shipped policy's name or a policy.h5 path; the class counts of YOUR training labels; the schedule.
         The per-sample loss is the one the policy was searched on (its base_loss: cross-entropy unless recorded)."""
         weighter = PolicyWeighter.from_file(name_or_path, class_counts=class_counts)
-        return cls(weighter, steps_per_epoch * epochs, base_loss(weighter.settings.get("base_loss", "ce"), class_counts))
+        return cls(weighter, steps_per_epoch * epochs, base_loss(weighter.settings.base_loss, class_counts))
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
         per_sample_loss = self.base_loss(logits, labels)
@@ -68,21 +67,22 @@ class LAWLoss:
         """Whether step `step` is the last of a stage: report a validation accuracy then, as the search did."""
         return (step + 1) % self.weighter.schedule(self.total_steps).iterations_per_stage == 0
 
-    def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None,
-                           labels: torch.Tensor | None = None) -> None:
-        """A clean validation accuracy (fraction) at a stage end; without it acc_smooth stays at chance. `losses`
-        (and `labels`): the validation set's per-sample losses and labels, which a "val_rank" ("class_val_rank")
-        policy needs (PolicyWeighter.observe_validation)."""
-        self.weighter.observe_validation(accuracy, losses, labels)
+    def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None) -> None:
+        """A clean validation accuracy (fraction) at a stage end; without it acc_smooth stays at chance. `losses`:
+        the validation set's per-sample losses, which a "val_rank" policy needs (PolicyWeighter.observe_validation)."""
+        self.weighter.observe_validation(accuracy, losses)
 
 
 class PolicyWeighter:
     """The deterministic actor mu(s_T) of a search, turned into K_T(f) = 1 + tanh(theta_T f + b) (Eq. 3-4)."""
 
-    def __init__(self, model, settings: dict, log_class_freq: np.ndarray, smoothing: float | None = None):
-        smoothing = float(settings.get("smoothing", 0.9)) if smoothing is None else smoothing  # the search's
+    def __init__(self, model, settings: PolicySettings, log_class_freq: np.ndarray, smoothing: float | None = None,
+                 outcome: dict | None = None):
+        smoothing = settings.smoothing if smoothing is None else smoothing  # the search's
         self.model, self.settings, self.smoothing = model, settings, smoothing
-        self.stages, self.warmup_stages = int(settings["stages"]), int(settings["warmup_stages"])
+        self.outcome = outcome or {}
+        """How the policy did in its search (policy_file.OUTCOME's keys it records)."""
+        self.stages, self.warmup_stages = settings.stages, settings.warmup_stages
         self.log_class_freq = torch.as_tensor(log_class_freq, dtype=torch.float32)
         self.rule = WeightingRule.from_settings(settings, self.log_class_freq)  # the search's target uses it too
         self.l_smooth, self.acc_smooth = initial_stage_scalars(len(log_class_freq))
@@ -93,20 +93,19 @@ class PolicyWeighter:
     def from_file(cls, path, class_counts=None, smoothing: float | None = None) -> "PolicyWeighter":
         """Load policy.h5; `class_counts` (observed labels of YOUR training set, one count per class) sets the
         label feature; `smoothing` of the stage state defaults to the search's."""
-        model, settings, log_class_freq = load_policy(path)
-        classes = int(settings["num_classes"])
+        policy = load_policy(path)
+        classes = policy.settings.num_classes
         if class_counts is not None and len(class_counts) != classes:
             raise ValueError(f"{path} was searched with {classes} classes; class_counts has {len(class_counts)}")
-        gap = settings.get("validation_gap")
+        gap = policy.validation_gap
         if gap is not None and gap <= 0:
             warnings.warn(f"{path}: this policy did not beat uniform training on its search's validation split "
                           f"(final accuracy gap {100 * gap:+.2f} points); it is likely to hurt", stacklevel=2)
-        if class_counts is not None:
-            log_class_freq = log_class_frequencies(class_counts)
-        return cls(model, settings, log_class_freq, smoothing)
+        log_class_freq = policy.log_class_freq if class_counts is None else log_class_frequencies(class_counts)
+        return cls(policy.model, policy.settings, log_class_freq, smoothing, policy.outcome)
 
     def schedule(self, total_steps: int) -> StageSchedule:
-        """The search's stage schedule over a training of `total_steps` optimiser steps (engine/schedule.py); kept,
+        """The search's stage schedule over a training of `total_steps` optimiser steps (law/schedule.py); kept,
         since every batch asks for it."""
         if self._schedule is None or self._schedule.iterations_per_epoch != total_steps:
             self._schedule = StageSchedule(self.stages, self.warmup_stages, iterations_per_epoch=total_steps, epochs=1,
@@ -129,33 +128,20 @@ class PolicyWeighter:
 
     @property
     def needs_validation_losses(self) -> bool:
-        """Whether this policy ranks training losses among the validation set's (strategy.feature_norm "val_rank"
-        or "class_val_rank")."""
+        """Whether this policy ranks training losses among the validation set's (strategy.feature_norm "val_rank")."""
         return self.rule.needs_validation_losses
 
-    @property
-    def needs_validation_labels(self) -> bool:
-        """Whether this policy ranks each training loss among its own class's validation losses ("class_val_rank")."""
-        return self.rule.needs_validation_labels
-
-    def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None,
-                           labels: torch.Tensor | None = None) -> None:
+    def observe_validation(self, accuracy: float, losses: torch.Tensor | None = None) -> None:
         """Report a validation accuracy (fraction); it enters acc_smooth as in the search. `losses`: the clean
         validation set's per-sample losses (the policy's base loss, eval mode), required by a "val_rank" policy:
-        the next stage ranks each training loss among them; `labels`: their labels, required by a
-        "class_val_rank" policy, which ranks each loss among its own class's."""
-        norm = self.settings["feature_norm"]
+        the next stage ranks each training loss among them."""
         if self.needs_validation_losses and losses is None:
             raise ValueError("this policy ranks each training loss among the clean validation set's losses "
-                             f"(feature_norm {norm}): observe_validation(accuracy, losses) needs the validation "
-                             "set's per-sample losses")
-        if self.needs_validation_labels and labels is None:
-            raise ValueError("this policy ranks each training loss among its class's clean validation losses "
-                             f"(feature_norm {norm}): observe_validation(accuracy, losses, labels) needs the "
-                             "validation set's labels too")
+                             f"(feature_norm {self.settings.feature_norm}): observe_validation(accuracy, losses) "
+                             "needs the validation set's per-sample losses")
         self.acc_smooth = smoothed(self.acc_smooth, accuracy, self.smoothing)
         if losses is not None:
-            self.rule.observe_validation_losses(torch.as_tensor(losses), labels)
+            self.rule.observe_validation_losses(torch.as_tensor(losses))
 
     def pool_stage_loss(self, allgather) -> None:
         """Data-parallel ranks (a collective, at every stage end and before every checkpoint): every rank takes the
@@ -179,13 +165,12 @@ class PolicyWeighter:
         """The stage state a resumed training continues from (the actor itself comes from policy.h5)."""
         return {"l_smooth": self.l_smooth, "acc_smooth": self.acc_smooth, "stage": self._stage,
                 "stage_loss_sum": self._stage_loss.sum.cpu(), "stage_samples": self._stage_loss.samples,
-                "action": self._action, "validation_losses": self.rule.validation_losses,
-                "validation_labels": self.rule.validation_labels}
+                "action": self._action, "validation_losses": self.rule.validation_losses}
 
     def load_state_dict(self, state: dict) -> None:
         self.l_smooth, self.acc_smooth = state["l_smooth"], state["acc_smooth"]
         self._stage, self._action = state["stage"], state["action"]
-        self.rule.observe_validation_losses(state.get("validation_losses"), state.get("validation_labels"))
+        self.rule.observe_validation_losses(state.get("validation_losses"))
         self._stage_loss = StageLoss()
         if "stage_loss_sum" in state:
             self._stage_loss.sum.copy_(state["stage_loss_sum"])

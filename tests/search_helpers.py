@@ -18,6 +18,26 @@ TIMING_COLUMNS = {"stage_seconds", "samples_per_second", "checkpoint_seconds", "
                   "evaluate_seconds", "learn_seconds"}
 
 
+def assert_one_line_error(proc, *fragments):
+    errors = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: "), proc.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def export_dataset(fmt: str, out, per_class: int, test_per_class: int) -> Path:
+    """tools/export_dataset.py, run in this process (its main): real Fashion-MNIST images written out in ImageNet's
+    folder layout or CIFAR's pickles at `out`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_dataset", REPO / "tools" / "export_dataset.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--format", fmt, "--out", str(out), "--per-class", str(per_class), "--test-per-class",
+                        str(test_per_class)]) == 0
+    return Path(out)
+
+
 def search_command(run_dir, ranks: int = 1, config=SMOKE, overrides=(), extra=(), controller="gloo") -> list[str]:
     cmd = [sys.executable, "-m", "law_hpc.search"]
     if run_dir is not None:
@@ -120,18 +140,37 @@ def log_rows(path) -> int:
         return 0
 
 
-def kill_ranks(proc, which: str, sig=signal.SIGKILL, module: str = "law_hpc.search") -> float:
-    """Send `sig` to the highest rank's process ("one") or to every rank ("all") of a launched job; returns
-    the seconds until the launcher exited (its output is in proc.output)."""
+def kill_ranks(proc, which: str, sig=signal.SIGKILL, module: str = "law_hpc.search", release=None) -> float:
+    """Send `sig` to the highest rank's process ("one") or to every rank ("all") of a launched job, then release a
+    paused job (`release`: its pause folder); returns the seconds until the launcher exited (its output is in
+    proc.output)."""
     pids = rank_pids(proc.pid, module) if proc.args[0] == HOROVODRUN else [proc.pid]
     victims = pids[-1:] if which == "one" else pids
     started = time.time()
     for pid in victims:
         os.kill(pid, sig)
+    if release is not None:
+        (release / "go").touch()
     proc.output, _ = proc.communicate(timeout=300)
     return time.time() - started
 
 
-def start_job(cmd, cwd=REPO) -> subprocess.Popen:
+def start_job(cmd, cwd=REPO, pause=None) -> subprocess.Popen:
+    """A job in its own session; `pause` = (folder, step): every rank stops after that step until released (a signal
+    then lands mid-stage by construction: law_hpc/engine/steps.py)."""
+    env = None
+    if pause is not None:
+        folder, step = pause
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "LAW_HPC_PAUSE_AT_STEP": str(step), "LAW_HPC_PAUSE_DIR": str(folder)}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
+
+
+def wait_paused(proc, folder, processes: int, timeout=300) -> None:
+    """Until `processes` ranks of a job started with `pause` wait at their pause step; the job must still run."""
+    deadline = time.time() + timeout
+    while len(list(Path(folder).glob("paused-*"))) < processes:
+        assert proc.poll() is None, f"the job ended (exit {proc.returncode}) before it paused"
+        assert time.time() < deadline, f"the job did not pause within {timeout} s"
+        time.sleep(0.02)

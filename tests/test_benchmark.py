@@ -1,8 +1,11 @@
 """tools/run_benchmark.py end to end on a tiny real setting: a 2-rank Gloo search, trainings side by side,
 the table, resume (finished runs are skipped) and --report."""
+import pytest
 import subprocess
 import sys
 from pathlib import Path
+
+pytestmark = pytest.mark.slow  # every test here launches jobs
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["data.search_train_size=512", "data.train_size=512", "data.val_size=200", "data.test_size=500",

@@ -3,8 +3,6 @@ written by tools/export_dataset.py; corruption protocols; DALI and torch backend
 import importlib.util
 import pickle
 import shutil
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -17,26 +15,18 @@ from law_hpc.data.arrays import load_cifar, load_fmnist
 from law_hpc.data.corruption import corrupt_labels, imbalance_keep
 from law_hpc.data.folders import scan_image_folder
 from law_hpc.data.splits import CorruptionSpec, make_split
-from search_helpers import REPO, SMOKE, run_search
+from search_helpers import REPO, SMOKE, export_dataset, run_search
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
 CPU = torch.device("cpu")
 
 
-def export(fmt, out, per_class, test_per_class):
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "export_dataset.py"), "--format", fmt, "--out",
-                           str(out), "--per-class", str(per_class), "--test-per-class", str(test_per_class)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
-    return {"imagenet": export("imagenet", root / "imagenet", 40, 10),
-            "cifar10": export("cifar10", root / "cifar10", 100, 20),
-            "cifar100": export("cifar100", root / "cifar100", 10, 5)}
+    return {"imagenet": export_dataset("imagenet", root / "imagenet", 40, 10),
+            "cifar10": export_dataset("cifar10", root / "cifar10", 100, 20),
+            "cifar100": export_dataset("cifar100", root / "cifar100", 10, 5)}
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +174,7 @@ def test_dali_and_torch_give_the_same_label_multiset_per_epoch_on_jpegs(exports)
     assert np.array_equal(labels[0], labels[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "dali"])
 def test_search_runs_on_the_imagenet_export_skipping_a_damaged_jpeg(exports, tmp_path, backend):
     root = tmp_path / "imagenet"
@@ -252,6 +243,7 @@ def test_a_corrupt_jpeg_fails_naming_it_or_is_skipped_and_counted(exports, tmp_p
     assert skip.train.skipped_images == 1  # met again in the next epoch: counted (and warned) once
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config, dataset", [("imagenet_noisy_resnet18.yaml", "imagenet"),
                                              ("cifar10_noisy_resnet18.yaml", "cifar10")])
 def test_paper_configs_run_a_smoke_search_on_the_exports(exports, tmp_path, config, dataset):
@@ -266,6 +258,7 @@ def test_paper_configs_run_a_smoke_search_on_the_exports(exports, tmp_path, conf
     assert "episode 1 done" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset, backend, noise_mode, imbalance", [
     ("fmnist", "dali", "flip", "none"), ("cifar10", "torch", "pair", "none"),
     ("imagenet", "dali", "none", "discard"), ("cifar10", "dali", "none", "long_tail"),

@@ -7,6 +7,8 @@ import pytest
 
 from search_helpers import REPO
 
+pytestmark = pytest.mark.slow  # every test here launches jobs
+
 
 @pytest.mark.parametrize("policy", ["fmnist_noisy_mlp", "fmnist_noisy_mlp_valrank"])  # batch rank; validation losses
 def test_the_policy_in_your_own_loop_example_trains(policy):

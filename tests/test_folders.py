@@ -3,8 +3,6 @@ screened once per run and cached with sizes and mtimes, shared by the ranks; one
 epochs follow the EpochOrder (DALI and torch alike, also from a resumed step)."""
 import os
 import shutil
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -14,19 +12,14 @@ import torch
 from law_hpc.config import load_config
 from law_hpc.data import Screening, build_data
 from law_hpc.data.folders import scan_image_folder, screen_images
-from search_helpers import REPO, SMOKE, run_search
+from search_helpers import SMOKE, export_dataset, run_search
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    out = tmp_path_factory.mktemp("folders") / "imagenet"
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "export_dataset.py"), "--format", "imagenet", "--out",
-                           str(out), "--per-class", "40", "--test-per-class", "10"], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return export_dataset("imagenet", tmp_path_factory.mktemp("folders") / "imagenet", 40, 10)
 
 
 def folder_config(root, backend, *extra):
@@ -83,6 +76,7 @@ def test_one_iterate_runs_epoch_after_epoch_in_the_epoch_order(export, backend):
     assert np.array_equal(next(resumed).index.numpy(), got[per_epoch + 2])
 
 
+@pytest.mark.slow
 def test_two_ranks_share_the_screening_and_skip_the_same_files(export, tmp_path):
     root = tmp_path / "imagenet"
     shutil.copytree(export, root)

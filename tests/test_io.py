@@ -13,6 +13,7 @@ from law_hpc.io.checkpoint import (complete_positions, list_checkpoints, read_ch
                                    verify_checkpoint)
 from law_hpc.io.metrics import STAGE_COLUMNS, MetricsLog, open_metrics, read_stages, search_layout
 from law_hpc.io.policy_file import load_policy, save_policy
+from law_hpc.law.settings import PolicySettings
 from law_hpc.law.policy import StrategyModel
 from law_hpc.weighter import PolicyWeighter
 
@@ -129,22 +130,20 @@ def test_open_metrics_rejects_foreign_and_truncated_files(tmp_path):
         open_metrics(truncated)
 
 
-def _settings(**over):
-    settings = {"stages": 4, "embed_dim": 3, "hidden": 8, "action_scale": 1.0, "action_bound": "tanh",
-                "action_terms": ["loss", "entropy", "density", "label", "bias"],
-                "density": "cosine", "label_feature": "log_freq", "weight_norm": "mean", "feature_norm": "rank",
-                "warmup_stages": 1, "num_classes": 3, "epochs": 20, "lr_decay_stages": [10]}
-    settings.update(over)
-    return settings
+def _settings(**over) -> PolicySettings:
+    return PolicySettings(**{"stages": 4, "embed_dim": 3, "hidden": 8, "action_scale": 1.0, "action_bound": "tanh",
+                             "action_terms": ("loss", "entropy", "density", "label", "bias"), "weight_norm": "mean",
+                             "feature_norm": "rank", "warmup_stages": 1, "num_classes": 3, "epochs": 20,
+                             "lr_decay_stages": (10,), **over})
 
 
 def test_policy_file_round_trip_and_weighter(tmp_path):
     torch.manual_seed(0)
     model = StrategyModel(4, 3, 8, 1.0)
     save_policy(tmp_path / "policy.h5", model, _settings(), np.log([0.5, 0.25, 0.25]))
-    loaded, settings, log_freq = load_policy(tmp_path / "policy.h5")
-    assert settings["density"] == "cosine" and settings["stages"] == 4
-    assert torch.equal(loaded.act(2, (1.0, 0.5)), model.act(2, (1.0, 0.5)))
+    loaded = load_policy(tmp_path / "policy.h5")
+    assert loaded.settings == _settings() and loaded.outcome == {}
+    assert torch.equal(loaded.model.act(2, (1.0, 0.5)), model.act(2, (1.0, 0.5)))
     weighter = PolicyWeighter.from_file(tmp_path / "policy.h5", class_counts=[50, 25, 25])
     logits, labels = torch.randn(16, 3), torch.randint(0, 3, (16,))
     assert torch.equal(weighter.weights(logits, labels, stage=0), torch.ones(16))  # warm-up stage
@@ -155,7 +154,7 @@ def test_policy_file_round_trip_and_weighter(tmp_path):
 
 
 def test_the_weighter_cuts_stages_as_the_search_and_refuses_what_does_not_fit(tmp_path):
-    from law_hpc.engine.schedule import StageSchedule
+    from law_hpc.law.schedule import StageSchedule
 
     torch.manual_seed(0)
     save_policy(tmp_path / "policy.h5", StrategyModel(4, 3, 8, 1.0), _settings(smoothing=0.5),
@@ -204,9 +203,9 @@ def test_policy_file_records_its_validation_outcome_and_a_losing_policy_warns(tm
     model = StrategyModel(4, 3, 8, 1.0)
     outcome = {"validation_gap": 0.031, "validation_acc_target": 0.85, "validation_acc_reference": 0.819, "episode": 7}
     save_policy(tmp_path / "won.h5", model, _settings(), np.log([0.5, 0.25, 0.25]), outcome)
-    _, settings, _ = load_policy(tmp_path / "won.h5")
-    assert settings["validation_gap"] == pytest.approx(0.031) and settings["episode"] == 7
-    assert settings["lr_decay_stages"] == [10] and settings["feature_norm"] == "rank"
+    won = load_policy(tmp_path / "won.h5")
+    assert won.validation_gap == pytest.approx(0.031) and won.outcome["episode"] == 7
+    assert won.settings.lr_decay_stages == (10,) and won.settings.feature_norm == "rank"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a winning policy loads silently
         PolicyWeighter.from_file(tmp_path / "won.h5")
@@ -221,4 +220,15 @@ def test_an_older_policy_file_is_refused_with_a_clear_message(tmp_path):
     with h5py.File(path, "w") as f:
         f.attrs["format"] = "law_hpc.policy/1"
     with pytest.raises(ValueError, match="older law_hpc policy file.*search again"):
+        load_policy(path)
+
+
+@pytest.mark.parametrize("key, value", [("density", "dot"), ("label_feature", "index"),
+                                        ("feature_norm", "class_val_rank")])
+def test_a_policy_searched_with_a_removed_setting_is_refused_in_one_line(tmp_path, key, value):
+    path = tmp_path / "removed.h5"
+    save_policy(path, StrategyModel(4, 3, 8, 1.0), _settings(), np.log([0.5, 0.25, 0.25]))
+    with h5py.File(path, "r+") as f:
+        f.attrs[key] = value
+    with pytest.raises(ValueError, match=rf"searched with strategy\.{key}={value}, which this version no longer has"):
         load_policy(path)

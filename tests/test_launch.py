@@ -11,7 +11,7 @@ import torch
 
 from law_hpc.config_help import describe_keys
 from law_hpc.dist import LaunchError, check_launcher, choose_device, threads_for
-from search_helpers import HOROVODRUN, REPO, SMOKE
+from search_helpers import HOROVODRUN, REPO, SMOKE, assert_one_line_error
 
 LAUNCHER_VARIABLES = ("SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_CPUS_PER_TASK", "WORLD_SIZE",
                       "RANK", "OMP_NUM_THREADS", "PMIX_SIZE", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS")
@@ -30,15 +30,9 @@ def run_module(module, *args, env, cwd, timeout=300):
                           cwd=cwd, timeout=timeout)
 
 
-def assert_one_line_error(proc, *fragments):
-    errors = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: "), proc.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-
-
 # --- a launcher that did not wire the tasks up ------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variables", [{"SLURM_NTASKS": 4, "WORLD_SIZE": 4, "RANK": 2},  # the issue's case
                                        {"SLURM_NTASKS": 4}, {"WORLD_SIZE": 2, "RANK": 1}, {"PMIX_SIZE": 3}])
 @pytest.mark.parametrize("module", ["law_hpc.search", "law_hpc.train"])
@@ -48,6 +42,7 @@ def test_a_launcher_mismatch_stops_with_one_line_and_writes_nothing(tmp_path, va
     assert list(tmp_path.iterdir()) == []  # neither --run-dir nor runs/
 
 
+@pytest.mark.slow
 def test_horovodrun_inside_a_larger_slurm_allocation_is_fine(tmp_path):
     """horovodrun's own count wins: 2 ranks started in a 4-task allocation is not a mismatch."""
     proc = subprocess.run([HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-c", PROBE],
@@ -86,6 +81,7 @@ def test_gpus_without_cuda_is_an_error_unless_cpu_is_allowed():
         assert choose_device(0, False, 0, allow_cpu=True, **given) == torch.device("cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_slurm_gpus_without_cuda_stop_the_job_and_allow_cpu_runs_it(tmp_path):
     env = clean_env(SLURM_GPUS_ON_NODE=1, SLURM_JOB_GPUS=0)
@@ -124,19 +120,22 @@ def test_threads_follow_the_cpu_affinity_and_the_environment(prefix, env, expect
 
 # --- --print-config and --help --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["law_hpc.search", "law_hpc.train"])
 def test_print_config_prints_the_resolved_yaml_and_writes_nothing(tmp_path, module):
     proc = run_module(module, "--config", "smoke", "--set", "search.episodes=7", "--print-config",
                       "--run-dir", tmp_path / "run", env=clean_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    from law_hpc.config import load_config, to_yaml
-    assert proc.stdout == to_yaml(load_config(SMOKE, ["search.episodes=7"]))
+    from law_hpc.config import to_yaml
+    from law_hpc.registry import load_checked_config
+    assert proc.stdout == to_yaml(load_checked_config(SMOKE, ["search.episodes=7"]))
     bad = run_module(module, "--set", "search.episodez=3", "--print-config", "--run-dir", tmp_path / "run",
                      env=clean_env(), cwd=tmp_path)
     assert_one_line_error(bad, "search.episodez")
     assert bad.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["law_hpc.search", "law_hpc.train"])
 def test_help_lists_every_config_key_with_default_and_docstring(module):
     proc = run_module(module, "--help", env=clean_env(), cwd=REPO)
@@ -148,6 +147,7 @@ def test_help_lists_every_config_key_with_default_and_docstring(module):
 
 
 # --- a stop request as a finished job exits --------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_stop_request_while_a_done_job_exits_leaves_its_exit_code_alone(tmp_path):
     """The time limit's USR1 may reach ranks that are done and exiting; Python, finalizing, restores the default
     action of the signals it handled, so such a rank died with -10 (and srun then failed the finished job)."""

@@ -8,7 +8,7 @@ import torch
 from law_hpc.law.ddpg import DDPG, ExplorationNoise, ReplayBuffer, fdu_minibatch_count
 from law_hpc.law.features import batch_density, item_features, zscore
 from law_hpc.law.policy import ACTION_DIM, StrategyModel, sample_weights, weighted_mean_loss
-from law_hpc.engine.schedule import StageSchedule
+from law_hpc.law.schedule import StageSchedule
 from law_hpc.law.reward import reward_weight, stage_reward
 
 
@@ -16,7 +16,7 @@ def test_features_match_hand_computed_values():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     labels = torch.tensor([0, 0, 1])
     log_freq = torch.log(torch.tensor([0.75, 0.25]))
-    f = item_features(logits, labels, log_freq, density="cosine", label_feature="log_freq_batch")
+    f = item_features(logits, labels, log_freq)
 
     # raw columns computed by hand
     loss = [math.log(1 + math.exp(-2)), math.log(1 + math.e), math.log(2)]
@@ -27,35 +27,25 @@ def test_features_match_hand_computed_values():
     # cosine similarities: v0=(1,0), v1=(0,1), v2=(1,1)/sqrt2
     c = 1 / math.sqrt(2)
     density = [(0 + c) / 2, (0 + c) / 2, (c + c) / 2]
-    label = [math.log(0.75), math.log(0.75), math.log(0.25)]
-    raw = torch.tensor([loss, entropy, density, label], dtype=torch.float64).T
+    raw = torch.tensor([loss, entropy, density], dtype=torch.float64).T
     expected = (raw - raw.mean(0)) / raw.std(0, unbiased=False).clamp_min(1e-6)
     # entropy of rows 0 and 1 differ; density of rows 0, 1 equal -> equal z-scores
-    assert torch.allclose(f.double(), expected, atol=1e-5)
     assert f.shape == (3, 4)
-    assert torch.allclose(f.mean(0), torch.zeros(4), atol=1e-6)
-    # the default label feature is the data set's log(C * freq), not normalised with the batch
-    f = item_features(logits, labels, log_freq, density="cosine", label_feature="log_freq")
-    assert torch.allclose(f[:, :3].double(), expected[:, :3], atol=1e-5)
+    assert torch.allclose(f[:, :3].double(), expected, atol=1e-5)
+    assert torch.allclose(f[:, :3].mean(0), torch.zeros(3), atol=1e-6)
+    # the label feature is the data set's log(C * freq), not normalised with the batch
     torch.testing.assert_close(f[:, 3], torch.log(2 * torch.tensor([0.75, 0.75, 0.25])))
-    balanced = item_features(logits, labels, torch.log(torch.tensor([0.501, 0.499])), label_feature="log_freq")
+    balanced = item_features(logits, labels, torch.log(torch.tensor([0.501, 0.499])))
     assert balanced[:, 3].abs().max() < 0.01  # nearly balanced classes: no class ordering out of count noise
-    amplified = item_features(logits, labels, torch.log(torch.tensor([0.501, 0.499])), label_feature="log_freq_batch")
-    assert amplified[:, 3].abs().max() > 0.7
 
 
-def test_density_dot_is_scale_dependent_and_cosine_is_not():
+def test_density_is_cosine_so_the_logits_scale_does_not_change_it():
     logits = torch.randn(8, 5)
-    assert torch.allclose(batch_density(logits, "cosine"), batch_density(10 * logits, "cosine"), atol=1e-6)
-    assert torch.allclose(batch_density(10 * logits, "dot"), 100 * batch_density(logits, "dot"), rtol=1e-4)
+    assert torch.allclose(batch_density(logits), batch_density(10 * logits), atol=1e-6)
 
 
-def test_label_feature_index_and_constant_column():
-    logits = torch.randn(4, 3)
-    labels = torch.tensor([2, 2, 2, 2])
-    f = item_features(logits, labels, torch.zeros(3), label_feature="index")
-    assert torch.equal(f[:, 3], torch.zeros(4))  # a constant column z-scores to 0, never NaN
-    assert torch.isfinite(zscore(torch.ones(5, 2))).all()
+def test_a_constant_column_zscores_to_zero():
+    assert torch.equal(zscore(torch.ones(5, 2)), torch.zeros(5, 2))  # never NaN
 
 
 def test_weights_in_open_interval_and_one_for_zero_action():
@@ -233,32 +223,6 @@ def test_val_rank_places_each_loss_among_the_validation_losses():
     assert (low < 0).all() and ranked[:, 0].max() > 0
     with pytest.raises(ValueError, match="none were measured"):
         item_features(logits, labels, torch.zeros(3), norm="val_rank")
-
-
-def test_class_val_rank_places_each_loss_among_its_own_class_validation_losses():
-    from law_hpc.law.features import class_validation_ranks, losses_by_class, validation_ranks
-    losses = torch.tensor([0.1, 0.2, 0.4, 0.8, 2.0, 3.0])
-    labels = torch.tensor([0, 1, 0, 0, 1, 1])  # class 0: 0.1 0.4 0.8; class 1: 0.2 2.0 3.0; class 2: none
-    table = losses_by_class(losses, labels, 3)
-    inf = float("inf")
-    torch.testing.assert_close(table, torch.tensor([[0.1, 0.4, 0.8], [0.2, 2.0, 3.0], [inf, inf, inf]]))
-    # a loss of 1.0: above all of class 0's (u = 1), between class 1's first and second (u = 1/3), and a class
-    # without validation samples falls back to all six (u = 4/6)
-    train_losses, train_labels = torch.tensor([1.0, 1.0, 1.0, 0.4]), torch.tensor([0, 1, 2, 0])
-    u = torch.tensor([1.0, 1 / 3, 4 / 6, 0.5])  # 0.4 ties class 0's middle loss: half of it counts
-    expected = 12 ** 0.5 * (u - 0.5)
-    got = class_validation_ranks(train_losses, train_labels, table, losses)
-    torch.testing.assert_close(got, expected)
-    torch.testing.assert_close(got[2], validation_ranks(train_losses[2:3], losses)[0])
-    # a rare class whose clean losses all sit high: its training loss is typical of it, not an outlier
-    logits = torch.zeros(2, 3)
-    logits[:, 0] = torch.tensor([-1.0, 3.0])  # label 1 for both: losses about 1.55 and 4.1
-    pooled = item_features(logits, torch.tensor([1, 1]), torch.zeros(3), norm="val_rank", validation_losses=losses)
-    by_class = item_features(logits, torch.tensor([1, 1]), torch.zeros(3), norm="class_val_rank",
-                             validation_losses=losses, validation_by_class=table)
-    assert pooled[0, 0] > 0.5 and by_class[0, 0] < 0 and by_class[1, 0] > 1.7
-    with pytest.raises(ValueError, match="labels were not given"):
-        item_features(logits, torch.tensor([1, 1]), torch.zeros(3), norm="class_val_rank", validation_losses=losses)
 
 
 def test_action_bounds_terms_and_the_norm_penalty():

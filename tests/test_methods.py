@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from law_hpc.config import load_config
+from law_hpc.registry import load_checked_config
 from law_hpc.data.types import Batch
 from law_hpc.methods import METHODS, build_method, create_method
 from law_hpc.methods.class_balanced import class_balanced_weights
@@ -333,7 +333,8 @@ def test_every_method_is_built_from_the_config_and_the_training_data():
     from search_helpers import SMOKE
     from law_hpc.data import build_data
 
-    cfg = load_config(SMOKE, ["data.train_size=1024", "methods.focal.gamma=1.5", "methods.coteaching.forget_rate=0.25"])
+    cfg = load_checked_config(SMOKE, ["data.train_size=1024", "methods.focal.gamma=1.5",
+                                      "methods.coteaching.forget_rate=0.25"])
     data = build_data(cfg.data, purpose="train", seed=0, rank=0, world_size=1, device=torch.device("cpu"))
     built = {}
     for name in set(METHODS) - {"law"}:
@@ -341,11 +342,11 @@ def test_every_method_is_built_from_the_config_and_the_training_data():
         built[name] = build_method(cfg, data)
         assert type(built[name]) is METHODS[name] and built[name].name == name
     assert built["focal"].gamma == 1.5 and built["coteaching"].forget_rate == 0.25
-    expected = class_balanced_weights(data.train_label_counts, cfg.methods.class_balanced.beta)
+    expected = class_balanced_weights(data.train_label_counts, cfg.methods["class_balanced"]["beta"])
     np.testing.assert_allclose(built["class_balanced"].class_weights.numpy(), expected, rtol=1e-6)
     assert np.array_equal(built["oracle"].clean_mask.numpy(), data.train_clean_mask)
     assert built["self_paced"].total_epochs == cfg.optim.epochs
-    assert built["ldam_drw"].drw_epoch == 0.8 * cfg.optim.epochs and built["gce"].q == cfg.methods.gce.q
+    assert built["ldam_drw"].drw_epoch == 0.8 * cfg.optim.epochs and built["gce"].q == cfg.methods["gce"]["q"] == 0.7
     cfg.train.method = "law"
     with pytest.raises(ValueError, match="needs a searched policy"):
         build_method(cfg, data)

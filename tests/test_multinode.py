@@ -23,6 +23,8 @@ from law_hpc.io.metrics import read_stages
 from search_helpers import HOROVODRUN, REPO, SMOKE, TIMING_COLUMNS, assert_same_results, metrics_rows, run_search
 from slurm_helpers import job_field, rank_processes, sbatch, start_cluster, wait_for_end, wait_while_running
 
+pytestmark = pytest.mark.slow  # a real Slurm cluster, real jobs
+
 LONG = ["search.episodes=1", "search.stages=2", "search.warmup_stages=1", "optim.epochs=32",
         "optim.lr_decay_stages=[2]", "stop_check_seconds=1", "threads_per_rank=1"]
 ITERATIONS_PER_STAGE = 128

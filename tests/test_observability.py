@@ -48,6 +48,7 @@ def test_progress_eta_extrapolates_this_process_rate():
     assert re.fullmatch(STAMP, Progress.stamp())
 
 
+@pytest.mark.slow
 def test_search_lines_carry_time_stamp_elapsed_and_eta(tensorboard_run):
     _, proc = tensorboard_run
     lines = [line for line in proc.stdout.splitlines() if " ep 1/1 stage " in line]
@@ -57,6 +58,7 @@ def test_search_lines_carry_time_stamp_elapsed_and_eta(tensorboard_run):
     assert lines[-1].endswith("ETA 0:00:00")
 
 
+@pytest.mark.slow
 def test_finished_run_is_done_and_watch_exits(tensorboard_run):
     run_dir, _ = tensorboard_run
     assert status(run_dir / "metrics.h5") == "done"
@@ -64,6 +66,7 @@ def test_finished_run_is_done_and_watch_exits(tensorboard_run):
     assert proc.returncode == 0 and proc.stdout.count("stage") == 4 and proc.stdout.endswith("run done\n")
 
 
+@pytest.mark.slow
 def test_watch_follows_a_live_search_to_its_end(tmp_path):
     job = subprocess.Popen(search_command(tmp_path, overrides=ONE_EPISODE), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True, cwd=REPO)
@@ -77,6 +80,7 @@ def test_watch_follows_a_live_search_to_its_end(tmp_path):
     assert watch.stdout.count("episode 1 stage") == 4 and watch.stdout.endswith("run done\n")
 
 
+@pytest.mark.slow
 def test_preempted_then_resumed_statuses(tmp_path):
     code, output = interrupt_after_rows(tmp_path, rows=2, overrides=ONE_EPISODE)
     assert code == 75, output[-2000:]
@@ -88,6 +92,7 @@ def test_preempted_then_resumed_statuses(tmp_path):
     assert status(tmp_path / "metrics.h5") == "done"
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_mid_job_says_failed(tmp_path):
     """Training images damaged while a (torch-backend) search runs, after the start-up screening passed them:
     with data.on_corrupt_image=fail the search stops at the next batch that reads one, and says failed."""
@@ -107,6 +112,7 @@ def test_a_run_that_fails_mid_job_says_failed(tmp_path):
     assert status(tmp_path / "run" / "metrics.h5") == "failed"
 
 
+@pytest.mark.slow
 def test_to_dataframe_is_flat_with_named_action_and_class_columns(tensorboard_run):
     run_dir, _ = tensorboard_run
     frame, stages = to_dataframe(run_dir / "metrics.h5"), read_stages(run_dir / "metrics.h5")
@@ -121,6 +127,7 @@ def test_to_dataframe_is_flat_with_named_action_and_class_columns(tensorboard_ru
     assert frame.groupby("episode")["reward"].sum().shape == (1,)  # what failed before: pandas on 2-D columns
 
 
+@pytest.mark.slow
 def test_export_csv_writes_the_table(tensorboard_run, tmp_path):
     run_dir, _ = tensorboard_run
     proc = tool("export_csv.py", run_dir / "metrics.h5", "--out", tmp_path / "m.csv")
@@ -132,6 +139,7 @@ def test_export_csv_writes_the_table(tensorboard_run, tmp_path):
     assert bad.returncode == 2 and "no metrics file" in bad.stderr
 
 
+@pytest.mark.slow
 def test_tensorboard_scalars_of_a_search(tensorboard_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     run_dir, _ = tensorboard_run
@@ -144,6 +152,7 @@ def test_tensorboard_scalars_of_a_search(tensorboard_run):
     assert np.allclose([e.value for e in reward], read_stages(run_dir / "metrics.h5")["reward"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_progress_status_and_tensorboard(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "law_hpc.train", "--config", str(SMOKE), "--run-dir", str(tmp_path),
                            "--set", "optim.epochs=2", "--set", "data.train_size=512", "--set", "data.test_size=200",
@@ -164,6 +173,7 @@ def test_training_progress_status_and_tensorboard(tmp_path):
     assert [e.step for e in events.Scalars("train/test_acc")] == [1, 2]
 
 
+@pytest.mark.slow
 def test_tensorboard_asked_for_but_missing_is_a_clear_error(tmp_path):
     """A Python without the tensorboard package (its import blocked): one error line, exit 2."""
     code = ("import sys; sys.modules['tensorboard'] = None; from law_hpc.search import main; "

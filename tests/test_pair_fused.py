@@ -40,8 +40,18 @@ def _max_difference(net_a, net_b) -> float:
                for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values()))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: with two, oneDNN's grouped-convolution backward on some CPUs (seen on an AMD EPYC) sums in
+    another order than two plain convolutions, and after 6 SGD steps the nets differ by ~2e-3, not by rounding."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("model", ["small_cnn", "mlp"])
-def test_fused_at_zero_action_trains_like_two_separate_nets(smoke_data, model):
+def test_fused_at_zero_action_trains_like_two_separate_nets(smoke_data, model, one_thread):
     features = WeightingRule(torch.zeros(smoke_data.num_classes))
     stats, pairs = {}, {}
     for mode in ("sequential", "fused"):
@@ -135,6 +145,7 @@ def _pair_from(state, factory):
     return pair
 
 
+@pytest.mark.slow
 def test_fused_search_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     fused = ["search.pair_mode=fused"]
     full = tmp_path / "full"

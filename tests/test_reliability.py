@@ -21,7 +21,9 @@ import torch
 from law_hpc.io.checkpoint import _digest, checkpoint_dir, list_checkpoints
 from law_hpc.io.metrics import logged_rows, read_stages
 from search_helpers import (HOROVODRUN, REPO, SMOKE, TIMING_COLUMNS, assert_same_results, kill_ranks, run_search,
-                            search_command, start_job, wait_for_rows)
+                            search_command, start_job, wait_for_rows, wait_paused)
+
+pytestmark = pytest.mark.slow  # every test here launches jobs
 
 # Two stages of 32 iterations (the smoke split, 8 epochs), the stop polled every 2 iterations: a stage is
 # 16 polls long. One episode (an evaluation episode: it writes policy.h5).
@@ -41,21 +43,18 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
-@pytest.fixture(scope="module")
-def uninterrupted_smoke(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("smoke") / "uninterrupted"
-    proc = run_search(run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+PAUSE_STEP = ITERATIONS_PER_STAGE + 4
+"""Both ranks pause after this step, in the second stage (its 5th iteration): a signal sent then lands mid-stage
+however loaded the machine."""
 
 
 def kill_mid_stage(run_dir, which: str, controller: str = "gloo", sig=signal.SIGKILL):
-    """Start the LONG search on 2 ranks, send `sig` to one or all ranks 0.3 s into the second stage (the first
-    is logged by both ranks); (seconds until the launcher exited, its exit code, its output)."""
-    proc = start_job(search_command(run_dir, 2, overrides=LONG, controller=controller))
-    wait_for_rows(proc, run_dir / "metrics.h5", 2)
-    time.sleep(0.3)
-    seconds = kill_ranks(proc, which, sig)
+    """Start the LONG search on 2 ranks, send `sig` to one or all ranks while both pause inside the second stage;
+    (seconds until the launcher exited, its exit code, its output)."""
+    pause = run_dir.with_name(f"{run_dir.name}-pause")
+    proc = start_job(search_command(run_dir, 2, overrides=LONG, controller=controller), pause=(pause, PAUSE_STEP))
+    wait_paused(proc, pause, 2)
+    seconds = kill_ranks(proc, which, sig, release=pause)
     return seconds, proc.returncode, proc.output
 
 
@@ -98,12 +97,13 @@ def test_kill9_of_all_ranks_with_live_readers_across_the_restart(uninterrupted, 
 
     reader = threading.Thread(target=plain_reader)
     reader.start()
-    job = start_job(search_command(run_dir, 2, overrides=LONG))
-    wait_for_rows(job, path, 2)
+    pause = tmp_path / "pause"
+    job = start_job(search_command(run_dir, 2, overrides=LONG), pause=(pause, PAUSE_STEP))
+    wait_paused(job, pause, 2)
     watch = subprocess.Popen([sys.executable, str(REPO / "tools" / "watch.py"), str(path), "--interval", "0.1"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.3)
-    kill_ranks(job, "all")
+    time.sleep(0.3)  # the watcher follows the live file before the crash
+    kill_ranks(job, "all", release=pause)
     assert watch.poll() is None  # killed ranks set no status: the watcher waits
     proc = run_search(run_dir, ranks=2, overrides=LONG)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -128,7 +128,7 @@ def test_stop_request_is_agreed_mid_stage_and_resumes_bit_exactly(uninterrupted,
                       r"checkpoint written in episode 1 stage 2 at iteration (\d+)/32", output)
     assert match and (code == 75 or "Exit code: 75" in output), output[-3000:]
     waited, latency, iteration = int(match.group(1)), float(match.group(2)), int(match.group(3))
-    assert 1 <= waited <= 2 and 0 < iteration < ITERATIONS_PER_STAGE
+    assert 1 <= waited <= 2 and PAUSE_STEP - ITERATIONS_PER_STAGE < iteration <= PAUSE_STEP - ITERATIONS_PER_STAGE + 3
     positions = [path.name for path in list_checkpoints(checkpoint_dir(run_dir, 1))]
     assert positions[0] == f"ckpt-e00000-s00001-i{iteration:08d}.h5"
     stage_seconds = read_stages(uninterrupted / "metrics.h5")["stage_seconds"].max()
@@ -166,7 +166,7 @@ def tamper(path, marker) -> None:
         f.attrs["sha256"] = _digest(f)
 
 
-def test_a_checkpoint_carrying_a_pickle_payload_is_refused_and_the_previous_one_used(uninterrupted_smoke, tmp_path):
+def test_a_checkpoint_carrying_a_pickle_payload_is_refused_and_the_previous_one_used(smoke_run, tmp_path):
     run_dir, marker = tmp_path / "run", tmp_path / "payload-ran"
     proc = start_job(search_command(run_dir))
     wait_for_rows(proc, run_dir / "metrics.h5", 3)
@@ -179,11 +179,11 @@ def test_a_checkpoint_carrying_a_pickle_payload_is_refused_and_the_previous_one_
     assert str(newest) in warning and "refused, nothing in it was run" in warning and "posix.system" in warning
     assert f"using the previous checkpoint, {previous.name}" in warning
     assert not marker.exists()
-    assert_same_results(uninterrupted_smoke, run_dir)
+    assert_same_results(smoke_run, run_dir)
     print(f"[reliability] tampered checkpoint: {warning.split('WARNING: ')[1]}")
 
 
-def test_a_truncated_metrics_file_is_rebuilt_from_the_checkpoints(uninterrupted_smoke, tmp_path):
+def test_a_truncated_metrics_file_is_rebuilt_from_the_checkpoints(smoke_run, tmp_path):
     """A metrics.h5 cut short by a full disk: the rerun writes it anew, complete."""
     run_dir = tmp_path / "run"
     job = start_job(search_command(run_dir))
@@ -195,7 +195,7 @@ def test_a_truncated_metrics_file_is_rebuilt_from_the_checkpoints(uninterrupted_
     proc = run_search(run_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "metrics.h5 rewritten from the checkpoints" in proc.stdout
-    assert_same_results(uninterrupted_smoke, run_dir)
+    assert_same_results(smoke_run, run_dir)
 
 
 def test_results_without_a_checkpoint_to_resume_are_refused_not_overwritten(tmp_path):
@@ -235,16 +235,16 @@ def test_kill9_of_one_rank_mid_epoch_of_the_test_phase_and_the_rerun_equals_unin
     full, killed = tmp_path / "full", tmp_path / "killed"
     proc = subprocess.run(train_command(full), capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    job = start_job(train_command(killed))
-    wait_for_rows(job, killed / "train.h5", 1)
-    time.sleep(0.3)
-    seconds = kill_ranks(job, "one", module="law_hpc.train")
+    pause = tmp_path / "pause"
+    job = start_job(train_command(killed), pause=(pause, 32 + 8))  # in epoch 2 (32 iterations per rank and epoch)
+    wait_paused(job, pause, 2)
+    seconds = kill_ranks(job, "one", module="law_hpc.train", release=pause)
     assert job.returncode != 0 and seconds < 60, job.output[-3000:]
     logged = train_epochs(killed)["epoch"].tolist()  # the killed writer's train.h5, still readable
     proc = subprocess.run(train_command(killed), capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     match = re.search(r"\[law-train\] resumed \S+ after epoch (\d+); train.h5 rewritten from the checkpoint", proc.stdout)
-    assert match and len(logged) <= int(match.group(1)) < 3, proc.stdout[-3000:]  # nothing logged is lost
+    assert match and logged == [0] and match.group(1) == "1", proc.stdout[-3000:]  # nothing logged is lost
     expected, got = train_epochs(full), train_epochs(killed)
     assert set(expected) == set(got) and expected["epoch"].tolist() == [0, 1, 2]
     for name in set(expected) - TIMING_COLUMNS - {"seconds"}:

@@ -66,6 +66,7 @@ def two_rank_run(tmp_path_factory):
     return run_dir, proc
 
 
+@pytest.mark.slow
 def test_two_rank_smoke_search_writes_the_contract(two_rank_run):
     run_dir, proc = two_rank_run
     cfg = load_config(SMOKE)
@@ -88,6 +89,7 @@ def test_two_rank_smoke_search_writes_the_contract(two_rank_run):
     assert "episode 2 done" in proc.stdout and "| episode |" in proc.stdout
 
 
+@pytest.mark.slow
 def test_each_searcher_trains_on_its_data_variant(two_rank_run):
     run_dir, _ = two_rank_run
     with h5py.File(run_dir / "metrics.h5", "r") as f:
@@ -101,6 +103,7 @@ def test_each_searcher_trains_on_its_data_variant(two_rank_run):
         assert by_rank[1] < by_rank[0], (episode, stage)
 
 
+@pytest.mark.slow
 def test_strategy_identical_across_ranks_classifiers_differ(two_rank_run):
     run_dir, _ = two_rank_run
     c = read_stages(run_dir / "metrics.h5")
@@ -118,15 +121,15 @@ def test_strategy_identical_across_ranks_classifiers_differ(two_rank_run):
     assert not np.array_equal(last[0]["arrays"]["buffer/reward"], last[1]["arrays"]["buffer/reward"])
 
 
-@pytest.mark.parametrize("overrides", [(), ("strategy.feature_norm=class_val_rank",
-                                            "strategy.action_terms=[loss,label,bias]")],
-                         ids=["batch_rank", "class_val_rank"])
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, overrides):
-    # class_val_rank (val_rank's path, plus labels): the validation losses and labels the stage under way ranks
-    # against come back from the checkpoint
-    full = tmp_path / "full"
-    proc = run_search(full, overrides=overrides)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [(), ("strategy.feature_norm=val_rank", "strategy.action_terms=[loss,label,bias]")],
+                         ids=["batch_rank", "val_rank"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, overrides, smoke_run):
+    # val_rank: the validation losses the stage under way ranks against come back from the checkpoint
+    full = smoke_run if not overrides else tmp_path / "full"
+    if overrides:
+        proc = run_search(full, overrides=overrides)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     stopped = tmp_path / "stopped"
     code, output = interrupt_after_rows(stopped, rows=3, overrides=overrides)
     assert code == 75, output[-3000:]
@@ -139,6 +142,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, overrides):
     assert_same_results(full, stopped)
 
 
+@pytest.mark.slow
 def test_a_first_ctrl_c_stops_cleanly_with_a_checkpoint_and_the_rerun_finishes(tmp_path):
     code, output = interrupt_after_rows(tmp_path, rows=2, sig=signal.SIGINT)
     assert code == 75 and "stop requested (SIGINT)" in output and "Traceback" not in output, output[-3000:]
@@ -146,6 +150,7 @@ def test_a_first_ctrl_c_stops_cleanly_with_a_checkpoint_and_the_rerun_finishes(t
     assert proc.returncode == 0 and "resumed" in proc.stdout, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_two_rank_preemption_of_one_rank_stops_both_and_resumes(tmp_path):
     code, output = interrupt_after_rows(tmp_path, rows=2, ranks=2, sig=signal.SIGTERM)
     assert code == 75 or "exit code 75" in output or "75" in output, output[-3000:]
@@ -156,6 +161,7 @@ def test_two_rank_preemption_of_one_rank_stops_both_and_resumes(tmp_path):
     assert len(keys) == len(set(keys)) == 2 * 2 * 4  # complete and duplicate-free
 
 
+@pytest.mark.slow
 def test_literal_command_default_config_new_run_dir_over_mpi(tmp_path):
     """`horovodrun -np N python -m law_hpc.search`: no --config, no --run-dir (made to run short by --set)."""
     tiny = ["search.episodes=1", "optim.epochs=1", "search.stages=2", "search.warmup_stages=1",
@@ -170,6 +176,7 @@ def test_literal_command_default_config_new_run_dir_over_mpi(tmp_path):
         assert f.attrs["controller"] == "mpi" and "model:\n  name: mlp" in f.attrs["config_yaml"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_config_and_world_size(tmp_path):
     code, _ = interrupt_after_rows(tmp_path, rows=1)
     proc = run_search(tmp_path, overrides=["search.episodes=3"])
@@ -178,6 +185,7 @@ def test_resume_refuses_other_config_and_world_size(tmp_path):
     assert proc.returncode != 0 and "search.allow_resize=true continues" in proc.stdout + proc.stderr, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_a_two_rank_search_resumed_on_one_searcher_continues_with_both_ranks_transitions(tmp_path):
     """After episode 1 of 2 ranks, the job comes back with one (a node lost): it continues from the common
     position with the same strategy model and both searchers' replay buffers, and logs the change."""
@@ -201,6 +209,7 @@ def test_a_two_rank_search_resumed_on_one_searcher_continues_with_both_ranks_tra
     assert (tmp_path / "policy.h5").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_bad_config_key_is_one_clear_line_and_exit_2(tmp_path, ranks):
     proc = run_search(tmp_path / "r", ranks=ranks, overrides=["search.episodez=3"])
@@ -213,6 +222,7 @@ def test_bad_config_key_is_one_clear_line_and_exit_2(tmp_path, ranks):
     assert proc.returncode == 2 if ranks == 1 else proc.returncode != 0
 
 
+@pytest.mark.slow
 def test_missing_dataset_is_a_clear_error_before_training(tmp_path):
     proc = run_search(tmp_path / "r", overrides=["data.root=/nonexistent/fmnist"])
     assert proc.returncode == 2, proc.stderr
@@ -220,6 +230,7 @@ def test_missing_dataset_is_a_clear_error_before_training(tmp_path):
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_episode_and_is_recorded(tmp_path):
     proc = run_search(tmp_path, overrides=["optim.lr=1e12", "optim.lr_decay_stages=[]"])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -238,16 +249,17 @@ def test_policy_selection_keeps_the_best_evaluated_actor_not_the_last():
     from law_hpc.law.policy import StrategyModel
 
     strategy, selection = StrategyModel(4, 3, 8, 1.0), PolicySelection()
-    outcomes = [{"validation_gap": gap, "validation_acc_target": 0.8, "validation_acc_reference": 0.8 - gap,
-                 "episode": episode} for episode, gap in enumerate([0.01, 0.03, 0.02])]
     kept = []
-    for outcome in outcomes:
+    for episode, gap in enumerate([0.01, 0.03, 0.02]):
         selection.start(strategy)
         with torch.no_grad():  # learning goes on between evaluations; the candidate is a frozen copy
             strategy.actor.net[-1].bias.add_(1.0)
         assert not torch.equal(selection.candidate.actor.net[-1].bias, strategy.actor.net[-1].bias)
-        kept.append(selection.finish(outcome))
-        assert selection.candidate is None
+        # two searchers' (acc_target, acc_reference): the mean gap decides
+        better, outcome = selection.finish(episode, [(0.8, 0.8 - gap + 0.01), (0.8, 0.8 - gap - 0.01)])
+        kept.append(better)
+        assert selection.candidate is None and outcome["episode"] == episode
+        assert outcome["validation_gap"] == pytest.approx(gap) and outcome["validation_acc_target"] == 0.8
     assert kept[0] is not None and kept[1] is not None and kept[2] is None  # 0.02 < 0.03: not saved
     assert selection.best["episode"] == 1
     restored = PolicySelection()
@@ -255,26 +267,29 @@ def test_policy_selection_keeps_the_best_evaluated_actor_not_the_last():
     assert restored.best == selection.best and restored.candidate is None
 
 
+@pytest.mark.slow
 def test_a_search_built_to_lose_says_so_and_its_policy_warns(tmp_path):
     """A frozen actor that weights up the highest-loss (mostly mislabelled) samples: the evaluation loses."""
-    from law_hpc.io.policy_file import load_policy, new_strategy_model, policy_settings, save_policy
+    from law_hpc.io.policy_file import load_policy, save_policy
+    from law_hpc.law.settings import PolicySettings, strategy_model
     from law_hpc.weighter import PolicyWeighter
 
     unbounded = ["strategy.action_bound=none", "strategy.action_scale=1.0"]
-    settings = policy_settings(load_config(SMOKE, unbounded), 10)
-    losing = new_strategy_model(settings)
+    settings = PolicySettings.from_config(load_config(SMOKE, unbounded), 10)
+    losing = strategy_model(settings)
     losing.actor.make_constant([8.0, 0.0, 0.0, 0.0, 0.0])  # K ~ 2 for the higher-loss half (the mislabelled), ~0 below
     save_policy(tmp_path / "losing.h5", losing, settings, np.zeros(10))
     proc = run_search(tmp_path / "run", overrides=unbounded + [f"strategy.init_policy={tmp_path / 'losing.h5'}",
                                                                  "strategy.fdu_epochs=0", "search.episodes=1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "WARNING: no evaluation episode's target beat its reference" in proc.stderr
-    _, searched, _ = load_policy(tmp_path / "run" / "policy.h5")
-    assert searched["validation_gap"] < 0 and searched["episode"] == 0
+    searched = load_policy(tmp_path / "run" / "policy.h5")
+    assert searched.validation_gap < 0 and searched.outcome["episode"] == 0
     with pytest.warns(UserWarning, match="did not beat uniform training on its search's validation split"):
         PolicyWeighter.from_file(tmp_path / "run" / "policy.h5")
 
 
+@pytest.mark.slow
 def test_a_start_that_failed_before_its_first_checkpoint_reruns_with_the_fixed_config(tmp_path):
     """The tool's own hint followed (here: a dataset path fixed) on the same command and run directory."""
     proc = run_search(tmp_path / "run", overrides=["data.root=/nonexistent"])
@@ -287,6 +302,7 @@ def test_a_start_that_failed_before_its_first_checkpoint_reruns_with_the_fixed_c
     assert proc.returncode == 2 and errors == [f"error: --run-dir {tmp_path / 'file'} is a file, not a directory"]
 
 
+@pytest.mark.slow
 def test_the_readmes_main_command_prints_whole_lines_without_launcher_prefixes(tmp_path):
     """`make search` (the README's first command), made short: 2 ranks, rank 0's lines as written."""
     from search_helpers import REPO
@@ -300,6 +316,7 @@ def test_the_readmes_main_command_prints_whole_lines_without_launcher_prefixes(t
     assert all(line.startswith("[law] ") for line in lines), lines  # no [1,0]<stdout>: and no glued lines
 
 
+@pytest.mark.slow
 def test_search_patience_stops_after_evaluations_without_a_better_gap(tmp_path):
     overrides = ["search.episodes=12", "search.eval_every=1", "search.patience=2", "search.min_episodes=3"]
     proc = run_search(tmp_path, overrides=overrides)
@@ -312,6 +329,7 @@ def test_search_patience_stops_after_evaluations_without_a_better_gap(tmp_path):
     assert proc.returncode == 0 and int(read_stages(tmp_path / "metrics.h5")["episode"].max()) + 1 == episodes
 
 
+@pytest.mark.slow
 def test_a_search_on_another_base_loss_records_it_and_its_policy_asks_for_it(tmp_path):
     """train.base_loss: both nets of the search train on it (here the logit-adjusted loss); policy.h5 records it,
     and the test phase trains on the same loss or refuses the policy."""

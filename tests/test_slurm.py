@@ -19,6 +19,8 @@ from search_helpers import REPO, assert_same_results, metrics_rows
 from slurm_helpers import (JOB_TIMEOUT, job_field, rank_processes, sbatch, start_cluster, wait_for_end,
                            wait_while_running)
 
+pytestmark = pytest.mark.slow  # a real Slurm cluster, real jobs
+
 
 @pytest.fixture(scope="module")
 def slurm_env():

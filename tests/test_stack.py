@@ -20,6 +20,7 @@ def run_horovod(controller: str, tmp_path: Path) -> list[dict]:
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("controller", ["gloo", "mpi"])
 def test_horovodrun_two_ranks_average(controller, tmp_path):
     results = run_horovod(controller, tmp_path)
@@ -33,6 +34,7 @@ def test_horovodrun_two_ranks_average(controller, tmp_path):
     assert results[0]["controller"] == controller
 
 
+@pytest.mark.slow
 def test_mpi4py_matches_horovod_in_mpi_job(tmp_path):
     for result in run_horovod("mpi", tmp_path):
         assert (result["mpi_rank"], result["mpi_size"]) == (result["rank"], result["size"])

@@ -6,15 +6,14 @@ from pathlib import Path
 import h5py
 import pytest
 
-from search_helpers import finished_smoke_search
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "tools"
 
 
 @pytest.fixture(scope="module")
-def metrics(tmp_path_factory):
-    return finished_smoke_search(tmp_path_factory, "toolsrun") / "metrics.h5"
+def metrics(smoke_run):
+    return smoke_run / "metrics.h5"
 
 
 def tool(name, *args, timeout=120):
@@ -22,6 +21,7 @@ def tool(name, *args, timeout=120):
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_summarize_prints_one_row_per_episode(metrics):
     proc = tool("summarize.py", metrics)
     assert proc.returncode == 0, proc.stderr
@@ -29,6 +29,7 @@ def test_summarize_prints_one_row_per_episode(metrics):
     assert len(rows) == 2  # smoke: 2 episodes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, png", [("plot_loss_gap.py", "loss_gap.png"),
                                          ("plot_class_weights.py", "class_weights.png"),
                                          ("plot_policy.py", "policy.png")])
@@ -39,11 +40,13 @@ def test_plots_write_pngs(metrics, tmp_path, script, png):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_watch_once_lists_every_stage(metrics):
     proc = tool("watch.py", metrics, "--once")
     assert proc.returncode == 0 and proc.stdout.count("stage") == 2 * 4
 
 
+@pytest.mark.slow
 def test_tools_fail_clearly_on_foreign_and_truncated_files(tmp_path, metrics):
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
@@ -56,6 +59,7 @@ def test_tools_fail_clearly_on_foreign_and_truncated_files(tmp_path, metrics):
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_probe_policies_on_the_smoke_config(metrics, tmp_path):
     """Fixed actions and a searched policy in the search environment, then in the test phase (--test)."""
     policy = metrics.parent / "policy.h5"
@@ -71,6 +75,7 @@ def test_probe_policies_on_the_smoke_config(metrics, tmp_path):
     assert bad.returncode == 2 and "'lr' is not one of" in bad.stderr
 
 
+@pytest.mark.slow
 def test_bench_search_figures_and_table_from_a_search(metrics):
     """The shares and ratios bench_search prints, from a real metrics.h5 (no timing is asserted)."""
     sys.path.insert(0, str(TOOLS))

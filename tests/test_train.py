@@ -1,17 +1,14 @@
 """The test phase (python -m law_hpc.train): a learned policy on another network, peers in the same harness,
 data-parallel under horovodrun, resume after preemption."""
-import os
-import re
 import signal
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
 import pytest
 
-from search_helpers import HOROVODRUN, REPO, SMOKE, finished_smoke_search, rank_pid
+from search_helpers import HOROVODRUN, REPO, SMOKE, assert_one_line_error, kill_ranks, start_job, wait_paused
 
 SMALL = ["data.train_size=1024", "data.test_size=500", "optim.epochs=3", "threads_per_rank=1"]
 ON_SMOKE_SCHEDULE = ["data.train_size=1024", "data.test_size=500", "threads_per_rank=1"]  # the smoke search's 2 epochs
@@ -39,10 +36,11 @@ def epochs(run_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    return finished_smoke_search(tmp_path_factory, "search") / "policy.h5"
+def policy(smoke_run):
+    return smoke_run / "policy.h5"
 
 
+@pytest.mark.slow
 def test_learned_policy_transfers_to_another_network(policy, tmp_path):
     proc = train(tmp_path, "--policy", policy, overrides=ON_SMOKE_SCHEDULE + ["model.name=resnet32_cifar"])
     rows = epochs(tmp_path)
@@ -53,6 +51,7 @@ def test_learned_policy_transfers_to_another_network(policy, tmp_path):
     assert "resnet32_cifar" in (tmp_path / "config.yaml").read_text() and "law epoch 2/2" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_policy_searched_on_another_schedule_is_refused_unless_allowed(policy, tmp_path):
     proc = subprocess.run(train_command(tmp_path / "refused", "--policy", policy, overrides=SMALL), capture_output=True,
                           text=True, cwd=REPO, timeout=300)
@@ -66,6 +65,7 @@ def test_a_policy_searched_on_another_schedule_is_refused_unless_allowed(policy,
         assert "epochs 2 (searched) vs 3" in f.attrs["schedule_mismatch"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["coteaching", "l2rw", "mwnet", "oracle", "gce", "ldam_drw"])
 def test_peer_methods_run_in_the_same_harness(method, tmp_path):
     train(tmp_path, "--method", method, overrides=[*SMALL, "optim.epochs=1"])
@@ -73,6 +73,7 @@ def test_peer_methods_run_in_the_same_harness(method, tmp_path):
     assert len(rows["epoch"]) == 1 and np.isfinite(rows["train_loss"]).all()
 
 
+@pytest.mark.slow
 def test_a_training_leaves_model_files_that_load_and_score_as_logged(tmp_path):
     import torch
     from law_hpc.config import load_config
@@ -95,6 +96,7 @@ def test_a_training_leaves_model_files_that_load_and_score_as_logged(tmp_path):
     assert sharded_accuracy(best, data.test, lambda mine: [mine]) == rows["test_acc"][::-1][best_epoch]
 
 
+@pytest.mark.slow
 def test_list_policies_names_each_shipped_policy_with_its_search():
     proc = subprocess.run([sys.executable, "-m", "law_hpc.train", "--list-policies"], capture_output=True, text=True,
                           cwd="/", timeout=120)  # from anywhere: the policies come with the package
@@ -106,36 +108,32 @@ def test_list_policies_names_each_shipped_policy_with_its_search():
     assert all("validation gap +" in line and "10 classes" in line for line in lines), lines
 
 
+@pytest.mark.slow
 def test_unknown_method_is_a_clear_error(tmp_path):
     proc = subprocess.run(train_command(tmp_path, "--method", "nope"), capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 2 and "unknown weighting method 'nope'" in proc.stderr
+    assert_one_line_error(proc, "'train.method': 'nope' is not one of")
+    assert "uniform" in proc.stderr and "law" in proc.stderr
 
 
-def stop_after_first_epoch(run_dir, *args, ranks=1, overrides=SMALL, delay=0.0) -> tuple[int, str]:
-    """Start a training, send SIGUSR1 to one rank `delay` seconds after its first epoch row; (exit code, output)."""
-    proc = subprocess.Popen(train_command(run_dir, *args, ranks=ranks, overrides=overrides), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if len(epochs(run_dir)["epoch"]) >= 1:
-                break
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.05)
-    time.sleep(delay)
-    os.kill(rank_pid(proc.pid, ranks, "law_hpc.train"), signal.SIGUSR1)
-    output, _ = proc.communicate(timeout=300)
-    return proc.returncode, output
+def stop_in_second_epoch(run_dir, *args, iterations_per_epoch: int, ranks=1, overrides=SMALL) -> tuple[int, str]:
+    """Start a training whose ranks pause 3 iterations into epoch 2, send SIGUSR1 to one rank there and let them go
+    on: the stop lands mid-epoch by construction (engine/steps.py). (exit code, output)."""
+    pause = run_dir.with_name(f"{run_dir.name}-pause")
+    proc = start_job(train_command(run_dir, *args, ranks=ranks, overrides=overrides),
+                     pause=(pause, iterations_per_epoch + 2))
+    wait_paused(proc, pause, ranks)
+    kill_ranks(proc, "one", signal.SIGUSR1, module="law_hpc.train", release=pause)
+    return proc.returncode, proc.output
 
 
+@pytest.mark.slow
 def test_data_parallel_two_ranks_resume_after_preemption_equals_uninterrupted(tmp_path):
     full = tmp_path / "full"
     train(full, "--method", "uniform", ranks=2)
     assert len(epochs(full)["epoch"]) == 3
     stopped = tmp_path / "stopped"
     # one rank: both must stop together
-    code, output = stop_after_first_epoch(stopped, "--method", "uniform", ranks=2, overrides=SMALL)
+    code, output = stop_in_second_epoch(stopped, "--method", "uniform", iterations_per_epoch=8, ranks=2)
     assert code != 0 and "75" in output or code == 75, output[-2000:]
     resumed = train(stopped, "--method", "uniform", ranks=2)
     assert "resumed" in resumed.stdout
@@ -144,6 +142,7 @@ def test_data_parallel_two_ranks_resume_after_preemption_equals_uninterrupted(tm
         assert np.array_equal(expected[name], got[name]), name
 
 
+@pytest.mark.slow
 def test_two_network_method_data_parallel(tmp_path):
     """Co-teaching's two DistributedOptimizers under horovodrun: distinct allreduce names, ranks agree."""
     train(tmp_path, "--method", "coteaching", ranks=2, overrides=[*SMALL, "optim.epochs=1"])
@@ -170,6 +169,7 @@ def evaluate_checkpoint_on_one_rank(run_dir, tmp_path) -> tuple[float, float]:
         training.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["uniform", "mwnet", "elr"])
 def test_data_parallel_rank0_checkpoint_and_sharded_evaluation_equal_one_rank(tmp_path, method):
     """2 ranks, a BatchNorm network: rank 0 alone writes the checkpoint (the ranks hold one state, checked), and
@@ -189,28 +189,30 @@ def test_data_parallel_rank0_checkpoint_and_sharded_evaluation_equal_one_rank(tm
 def test_shipped_policy_fits_its_config_and_won_its_search(shipped):
     """policies/<name>.h5 trains with configs/<name>.yaml as it is: same schedule, same classes, and its search's
     evaluation beat the reference on validation."""
-    from law_hpc.config import load_config
-    from law_hpc.io.policy_file import load_policy, schedule_differences
-    cfg = load_config(REPO / "configs" / f"{shipped.stem}.yaml")
-    _, settings, log_class_freq = load_policy(shipped)
-    assert schedule_differences(settings, cfg) == []
-    assert len(log_class_freq) == settings["num_classes"] == 10
-    assert settings["validation_gap"] > 0 and settings["feature_norm"] == cfg.strategy.feature_norm
+    from law_hpc.io.policy_file import load_policy
+    from law_hpc.methods.law import recipe_differences
+    from law_hpc.registry import load_checked_config
+    cfg = load_checked_config(REPO / "configs" / f"{shipped.stem}.yaml")
+    policy = load_policy(shipped)
+    assert recipe_differences(policy.settings, cfg) == []
+    assert len(policy.log_class_freq) == policy.settings.num_classes == 10
+    assert policy.validation_gap > 0 and policy.settings.feature_norm == cfg.strategy.feature_norm
 
 
-def constant_val_rank_policy(path, norm="val_rank"):
-    """A val_rank (or class_val_rank) policy.h5 on the smoke schedule whose actor drops what sits high among the
-    clean losses."""
+def constant_val_rank_policy(path):
+    """A val_rank policy.h5 on the smoke schedule whose actor drops what sits high among the clean losses."""
     from law_hpc.config import load_config
-    from law_hpc.io.policy_file import new_strategy_model, policy_settings, save_policy
-    cfg = load_config(SMOKE, [f"strategy.feature_norm={norm}", "strategy.action_terms=[loss,label,bias]"])
-    settings = policy_settings(cfg, 10)
-    model = new_strategy_model(settings)
+    from law_hpc.io.policy_file import save_policy
+    from law_hpc.law.settings import PolicySettings, strategy_model
+    cfg = load_config(SMOKE, ["strategy.feature_norm=val_rank", "strategy.action_terms=[loss,label,bias]"])
+    settings = PolicySettings.from_config(cfg, 10)
+    model = strategy_model(settings)
     model.actor.make_constant([-3.0, 0, 0, 0, 2.0])
     save_policy(path, model, settings, np.zeros(10, dtype=np.float32), {"validation_gap": 0.01})
     return path
 
 
+@pytest.mark.slow
 def test_a_uniform_guard_evaluates_whichever_network_validates_better(tmp_path):
     """With methods.law.uniform_guard the policy's network trains as without it, its twin as `--method uniform`,
     and each epoch's row (and model file) is the one with the better validation accuracy."""
@@ -230,17 +232,18 @@ def test_a_uniform_guard_evaluates_whichever_network_validates_better(tmp_path):
     assert load(tmp_path / "guarded" / "model.pt").law_hpc_info["note"].startswith(f"guard: {chosen} ")
 
 
+@pytest.mark.slow
 def test_a_law_training_stopped_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
-    """The weighter's stage state (l_smooth, acc_smooth, the stage's loss sums, the validation losses and labels of
-    a class_val_rank policy) and the uniform guard's twin come back from a mid-epoch checkpoint."""
-    policy = constant_val_rank_policy(tmp_path / "policy.h5", "class_val_rank")
+    """The weighter's stage state (l_smooth, acc_smooth, the stage's loss sums, the validation losses of a val_rank
+    policy) and the uniform guard's twin come back from a mid-epoch checkpoint."""
+    policy = constant_val_rank_policy(tmp_path / "policy.h5")
     longer = ["data.train_size=16000", "data.test_size=500", "threads_per_rank=1", "stop_check_iterations=1",
               "methods.law.uniform_guard=true"]
     full = tmp_path / "full"
     train(full, "--policy", policy, overrides=longer)  # epochs of seconds: a stop can land inside one
     stopped = tmp_path / "stopped"
-    code, output = stop_after_first_epoch(stopped, "--policy", policy, overrides=longer, delay=0.1)
-    assert code == 75 and re.search(r"checkpoint written in epoch 2 at iteration [1-9]\d*/", output), \
+    code, output = stop_in_second_epoch(stopped, "--policy", policy, iterations_per_epoch=250, overrides=longer)
+    assert code == 75 and "checkpoint written in epoch 2 at iteration 3/250" in output, \
         output[-2000:]  # mid-stage: the stage under way ranks against validation losses measured before it
     assert len(epochs(stopped)["epoch"]) == 1
     train(stopped, "--policy", policy, overrides=longer)
@@ -249,6 +252,7 @@ def test_a_law_training_stopped_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
         assert np.array_equal(expected[name], got[name]), name
 
 
+@pytest.mark.slow
 def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(tmp_path):
     """Each rank evaluates its shard of the validation set; the losses a val_rank policy ranks against are gathered
     whole: the checkpoint's equal those of the whole set evaluated in one process (the last stage ends with the
@@ -265,7 +269,7 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
     from law_hpc.train import Training
     run_dir = tmp_path / "run"
     # 8 epochs of the policy's 4 stages: every other epoch ends inside a stage, with the stage's losses half summed
-    proc = train(run_dir, "--policy", constant_val_rank_policy(tmp_path / "policy.h5", "class_val_rank"), ranks=2,
+    proc = train(run_dir, "--policy", constant_val_rank_policy(tmp_path / "policy.h5"), ranks=2,
                  overrides=ON_SMOKE_SCHEDULE + ["optim.epochs=8", "train.allow_schedule_mismatch=true",
                                                 "methods.law.uniform_guard=true"])  # its twin: one state too
     assert "WARNING" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
@@ -275,12 +279,8 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
                         Dist(0, 1, 0, 1, torch.device("cpu"), "none"), tmp_path / "evaluated", resumed=True)
     try:
         rule = training.method.weighter.rule
-        whole, labels = per_sample_losses(training.method.model, training.data.val, training.method.base_loss)
+        whole = per_sample_losses(training.method.model, training.data.val, training.method.base_loss)
         assert len(rule.validation_losses) == len(whole) == load_config(SMOKE).data.val_size
         torch.testing.assert_close(rule.validation_losses, whole.sort().values)
-        # each loss keeps its label (class_val_rank ranks it among its class's)
-        for label in range(10):
-            torch.testing.assert_close(rule.validation_losses[rule.validation_labels == label],
-                                       whole[labels == label].sort().values)
     finally:
         training.close()

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from law_hpc.config import load_config
 from law_hpc.io.metrics import read_stages
 from law_hpc.io.policy_file import load_policy
-from law_hpc.law.features import FEATURE_NAMES, item_features
+from law_hpc.law.features import FEATURE_NAMES, item_features, log_class_frequencies
+from law_hpc.law.settings import PolicySettings, strategy_model
 from law_hpc.law.weighting import WeightingRule
+from law_hpc.registry import load_checked_config
 from law_hpc.weighter import LAWLoss, PolicyWeighter
 from search_helpers import REPO, SMOKE
 
@@ -56,18 +57,18 @@ def _recorded_run(entry: str, out, args, steer: str = ""):
     return torch.load(out)
 
 
-CLASS_VAL_RANK = ["--set", "strategy.feature_norm=class_val_rank", "--set", "strategy.action_terms=[loss,label,bias]"]
+VAL_RANK = ["--set", "strategy.feature_norm=val_rank", "--set", "strategy.action_terms=[loss,label,bias]"]
 
 
-@pytest.mark.parametrize("settings", [[], CLASS_VAL_RANK], ids=["batch_rank", "class_val_rank"])
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", [[], VAL_RANK], ids=["batch_rank", "val_rank"])
 def test_the_test_phase_reproduces_an_evaluation_episode_batch_by_batch(tmp_path, settings):
-    # class_val_rank (val_rank's path, plus labels): both rank the losses among the validation losses (by class)
-    # each measures at the stage end before
-    cfg = load_config(SMOKE)
+    # val_rank: both rank the losses among the validation losses each measures at the stage end before
+    cfg = load_checked_config(SMOKE)
     search_dir = tmp_path / "search"
     searched = _recorded_run("search", tmp_path / "search.pt",
                              ["--run-dir", str(search_dir), "--config", str(SMOKE), *settings])
-    assert load_policy(search_dir / "policy.h5")[1]["feature_norm"] == ("class_val_rank" if settings else "rank")
+    assert load_policy(search_dir / "policy.h5").settings.feature_norm == ("val_rank" if settings else "rank")
     # the episode's weighted batches: the last (stages - warm-up) stages of each episode call the rule
     per_episode = len(searched) // cfg.search.episodes
     episode = searched[EVALUATION_EPISODE * per_episode:(EVALUATION_EPISODE + 1) * per_episode]
@@ -88,17 +89,19 @@ def test_the_test_phase_reproduces_an_evaluation_episode_batch_by_batch(tmp_path
     assert len({tuple(a) for a in stages["action"][rows]}) > 1, "one action for every stage: the stage state was not used"
 
 
+def small_settings(**chosen) -> PolicySettings:
+    """The settings of a small policy (2 stages, 3 classes) with `chosen` ones."""
+    return PolicySettings(**{"stages": 2, "embed_dim": 4, "hidden": 8, "action_scale": 2.0, "action_bound": "tanh",
+                             "weight_norm": "sum_w", "num_classes": 3, "epochs": 1, "lr_decay_stages": (), **chosen})
+
+
 def test_the_drop_in_loss_weights_as_the_search_rule():
     torch.manual_seed(0)
     logits, labels = torch.randn(32, 3), torch.randint(0, 3, (32,))
     counts = [50, 30, 20]
-    settings = {"stages": 2, "warmup_stages": 0, "embed_dim": 4, "hidden": 8, "action_scale": 2.0,
-                "action_bound": "tanh", "action_terms": ["loss", "label"], "density": "cosine",
-                "label_feature": "log_freq", "weight_norm": "sum_w", "feature_norm": "rank"}
-    from law_hpc.io.policy_file import new_strategy_model
-    from law_hpc.law.features import log_class_frequencies
-    weighter = PolicyWeighter(new_strategy_model(settings), settings, log_class_frequencies(counts))
-    law_loss = LAWLoss(PolicyWeighter(new_strategy_model(settings), settings, log_class_frequencies(counts)), 10)
+    settings = small_settings(warmup_stages=0, action_terms=("loss", "label"), feature_norm="rank")
+    weighter = PolicyWeighter(strategy_model(settings), settings, log_class_frequencies(counts))
+    law_loss = LAWLoss(PolicyWeighter(strategy_model(settings), settings, log_class_frequencies(counts)), 10)
     law_loss.weighter.model.load_state_dict(weighter.model.state_dict())
     rule = WeightingRule.from_settings(settings, torch.as_tensor(log_class_frequencies(counts)))
     per_sample = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
@@ -125,12 +128,8 @@ def test_a_val_rank_policy_in_your_loop_needs_the_validation_losses():
     torch.manual_seed(0)
     logits, labels = torch.randn(32, 3), torch.randint(0, 3, (32,))
     counts = [50, 30, 20]
-    settings = {"stages": 2, "warmup_stages": 1, "embed_dim": 4, "hidden": 8, "action_scale": 2.0,
-                "action_bound": "tanh", "action_terms": ["loss", "label", "bias"], "density": "cosine",
-                "label_feature": "log_freq", "weight_norm": "sum_w", "feature_norm": "val_rank"}
-    from law_hpc.io.policy_file import new_strategy_model
-    from law_hpc.law.features import log_class_frequencies
-    law_loss = LAWLoss(PolicyWeighter(new_strategy_model(settings), settings, log_class_frequencies(counts)), 10)
+    settings = small_settings(warmup_stages=1, action_terms=("loss", "label", "bias"), feature_norm="val_rank")
+    law_loss = LAWLoss(PolicyWeighter(strategy_model(settings), settings, log_class_frequencies(counts)), 10)
     law_loss.weighter.model.actor.make_constant([-1.5, 0, 0, 0, 1.0])  # down-weight high losses, b = 1
     assert law_loss.weighter.needs_validation_losses
     law_loss(logits, labels, 0)  # the warm-up stage weighs 1: nothing measured yet, nothing needed
@@ -148,14 +147,3 @@ def test_a_val_rank_policy_in_your_loop_needs_the_validation_losses():
     shifted = WeightingRule.from_settings(settings, torch.as_tensor(log_class_frequencies(counts)))
     shifted.observe_validation_losses(validation_losses + 10)  # every training loss now looks clean
     assert shifted.weights(logits, labels, law_loss.weighter.action(1), per_sample).min() > expected.min()
-    # class_val_rank: each loss among its own class's validation losses, so the labels are needed too
-    by_class = PolicyWeighter(new_strategy_model(settings), {**settings, "feature_norm": "class_val_rank"},
-                              log_class_frequencies(counts))
-    assert by_class.needs_validation_labels and not law_loss.weighter.needs_validation_labels
-    with pytest.raises(ValueError, match="labels too"):
-        by_class.observe_validation(0.5, validation_losses)
-    validation_labels = torch.arange(100) % 3
-    by_class.observe_validation(0.5, validation_losses, validation_labels)
-    table = by_class.rule.validation_by_class
-    class_two = validation_losses[validation_labels == 2].sort().values
-    assert table.shape == (3, 34) and torch.equal(table[2, :33], class_two)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from law_hpc.config import load_config  # noqa: E402
+from law_hpc.registry import load_checked_config  # noqa: E402
 from law_hpc.data import build_data  # noqa: E402
 from law_hpc.engine.pair import ClassifierPair  # noqa: E402
 from law_hpc.law.weighting import WeightingRule  # noqa: E402
@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    cfg = load_config(args.config)
+    cfg = load_checked_config(args.config)
     data = build_data(cfg.data, purpose="search", seed=0, rank=0, world_size=1, device=torch.device("cpu"))
     print("| torch threads | sequential samples/s | threads samples/s | threads / sequential |")
     print("| ---: | ---: | ---: | ---: |")

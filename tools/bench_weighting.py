@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from law_hpc.config import load_config  # noqa: E402
+from law_hpc.registry import load_checked_config  # noqa: E402
 from law_hpc.data import build_data  # noqa: E402
 from law_hpc.law.features import FEATURE_NAMES  # noqa: E402
 from law_hpc.methods import build_method  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> int:
     config = Path(args.config)
     if not config.is_file():
         config = Path(__file__).resolve().parent.parent / "configs" / f"{args.config}.yaml"
-    cfg = load_config(config, [f"train.policy={args.policy}"])
+    cfg = load_checked_config(config, [f"train.policy={args.policy}"])
     data = build_data(cfg.data, purpose="train", seed=0, rank=0, world_size=1, device=torch.device("cpu"))
     rows = {"uniform": ("uniform", False), "law (features the policy uses)": ("law", False),
             "law (all four features)": ("law", True)}

@@ -15,6 +15,7 @@ the search's reward and test accuracy over the probes. Runs are kept in --out an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -25,21 +26,21 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from law_hpc.config import ConfigError, load_config  # noqa: E402
+from law_hpc.config import ConfigError  # noqa: E402
 from law_hpc.data import load_datasets  # noqa: E402
 from law_hpc.io.metrics import read_stages  # noqa: E402
-from law_hpc.io.policy_file import load_policy, new_strategy_model, policy_settings, save_policy  # noqa: E402
+from law_hpc.io.policy_file import load_policy, save_policy  # noqa: E402
 from law_hpc.law.features import FEATURE_NAMES  # noqa: E402
-from law_hpc.law.policy import ACTION_DIM  # noqa: E402
+from law_hpc.law.policy import ACTION_DIM, ACTION_TERMS  # noqa: E402
+from law_hpc.law.settings import PolicySettings, strategy_model  # noqa: E402
+from law_hpc.registry import load_checked_config  # noqa: E402
 
 DEFAULT_ACTIONS = ["uniform", "loss=-1", "loss=-2", "loss=-4,b=0.5", "loss=-8", "loss=2"]
 POLICY_KEYS = {"stages": "search.stages", "warmup_stages": "search.warmup_stages", "epochs": "optim.epochs",
                "lr_decay_stages": "optim.lr_decay_stages", "embed_dim": "strategy.embed_dim",
                "hidden": "strategy.hidden", "action_scale": "strategy.action_scale",
                "action_bound": "strategy.action_bound", "action_terms": "strategy.action_terms",
-               "density": "strategy.density",
-               "label_feature": "strategy.label_feature", "weight_norm": "strategy.weight_norm",
-               "feature_norm": "strategy.feature_norm"}
+               "weight_norm": "strategy.weight_norm", "feature_norm": "strategy.feature_norm"}
 """Policy settings -> the config keys that make the search environment act as the policy was searched."""
 
 
@@ -59,17 +60,18 @@ def parse_action(text: str) -> np.ndarray:
 
 def constant_policy(path: Path, cfg, action: np.ndarray, num_classes: int) -> None:
     """A policy.h5 whose actor outputs `action` in every state (an unbounded actor of scale 1)."""
-    settings = {**policy_settings(cfg, num_classes), "action_bound": "none", "action_scale": 1.0,
-                "action_terms": ["loss", "entropy", "density", "label", "bias"]}
-    model = new_strategy_model(settings)
+    settings = dataclasses.replace(PolicySettings.from_config(cfg, num_classes), action_bound="none", action_scale=1.0,
+                                   action_terms=ACTION_TERMS)
+    model = strategy_model(settings)
     model.actor.make_constant(action)
     save_policy(path, model, settings, np.zeros(num_classes, dtype=np.float32))
 
 
 def policy_overrides(policy: Path) -> list[str]:
     """--set assignments that give the search environment the policy's own settings."""
-    _, settings, _ = load_policy(policy)
-    return [f"{key}={settings[name]}" for name, key in POLICY_KEYS.items()]
+    settings = load_policy(policy).settings
+    return [f"{key}={list(value) if isinstance(value, tuple) else value}"
+            for key, value in ((key, getattr(settings, name)) for name, key in POLICY_KEYS.items())]
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -105,7 +107,7 @@ def probe_training(args, policy: Path, seed: int, run_dir: Path) -> float:
 
 
 def _finished(run_dir: Path) -> bool:
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_checked_config(run_dir / "config.yaml")
     with h5py.File(run_dir / "train.h5", "r") as log:
         return len(log["epochs/epoch"]) == cfg.optim.epochs
 
@@ -148,7 +150,7 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        cfg = load_config(args.config, args.set)
+        cfg = load_checked_config(args.config, args.set)
         actions = {text: parse_action(text) for text in (args.action or DEFAULT_ACTIONS)}
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

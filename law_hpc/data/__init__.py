@@ -66,6 +66,11 @@ def _subset(count: int, total: int) -> np.ndarray:
     return np.arange(total) if not count or count >= total else np.linspace(0, total - 1, count).astype(np.int64)
 
 
+AUGMENTS_IN_MEMORY = ("none", "crop_flip")
+"""data.augment of in-memory arrays: none, or a pad-4 random crop and a horizontal flip."""
+AUGMENTS_FOLDERS = ("none", "flip", "random_resized_crop", "crop_flip")
+"""data.augment of image folders (data/torch_files.train_transform; crop_flip = random_resized_crop)."""
+
 BACKENDS = {"torch": torch_backend, "dali": dali}
 """data.backend -> its module, one builder per backend, each for in-memory arrays and image folders:
 `build_pipelines(cfg, train, evaluations, shard, device, screening) -> (TrainStream, {name: EvalSet})` and

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
+NOISE_MODES = ("none", "uniform_mix", "flip", "pair")
+"""data.noise_mode (corrupt_labels)."""
+IMBALANCES = ("none", "discard", "long_tail")
+"""data.imbalance (imbalance_keep)."""
+
 
 def corrupt_labels(labels: np.ndarray, num_classes: int, mode: str, rate: float,
                    rng: np.random.Generator) -> np.ndarray:

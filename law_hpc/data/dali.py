@@ -25,6 +25,10 @@ from .torch_backend import array_eval_sets, crop_flip_params
 from .types import Batch, Subset
 
 
+DALI_DEVICES = ("auto", "cpu", "gpu")
+"""data.dali_device: where DALI runs (auto: the GPU when CUDA is present)."""
+
+
 def require_dali(cfg) -> str:
     """'gpu' or 'cpu': where DALI runs for `cfg.dali_device` (auto = gpu when CUDA is present)."""
     try:

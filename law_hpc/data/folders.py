@@ -15,6 +15,9 @@ import numpy as np
 
 from .datasets import register_dataset
 
+ON_CORRUPT_IMAGE = ("fail", "skip")
+"""data.on_corrupt_image: what an unreadable image does to a job (always logged)."""
+
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

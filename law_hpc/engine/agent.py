@@ -5,22 +5,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..io.policy_file import load_actor_into, new_strategy_model
+from ..io.policy_file import load_actor_into
 from ..law.ddpg import DDPG, ExplorationNoise, FduStats, ReplayBuffer
 from ..law.policy import ACTION_DIM
+from ..law.settings import PolicySettings, strategy_model
 from ..seeding import derive_seed
 from .selection import PolicySelection
 
 
 class Agent:
-    def __init__(self, cfg, settings: dict, rank: int, average_gradients):
-        """The agent of searcher `rank` for `cfg`, its model of the policy `settings` (policy_file.policy_settings),
+    def __init__(self, cfg, settings: PolicySettings, rank: int, average_gradients):
+        """The agent of searcher `rank` for `cfg`, its model of the policy `settings`,
         initialised from one seed so every rank starts alike; `strategy.init_policy` warm-starts it.
         `average_gradients(params)` averages the strategy gradients over the searchers (Eq. 10, 13)."""
         self.cfg, self.rank, st = cfg, rank, cfg.strategy
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.seed, "strategy"))
-            self.model = new_strategy_model(settings)
+            self.model = strategy_model(settings)
         if st.init_policy:
             load_actor_into(self.model, settings, st.init_policy)
         self.ddpg = DDPG(self.model, st.actor_lr, st.critic_lr, st.gamma, st.tau, st.target_networks,

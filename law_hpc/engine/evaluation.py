@@ -37,19 +37,14 @@ def sharded_accuracy(model: torch.nn.Module, shard: EvalSet, allgather) -> float
 
 
 @torch.no_grad()
-def per_sample_losses(model: torch.nn.Module, eval_set: EvalSet, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N] `loss_fn(logits, labels)` of every image of a clean set (eval mode), [N] their labels), in the set's
-    order, on the device: what feature_norm "val_rank" ("class_val_rank": by label) ranks training losses among."""
+def per_sample_losses(model: torch.nn.Module, eval_set: EvalSet, loss_fn) -> torch.Tensor:
+    """[N] `loss_fn(logits, labels)` of every image of a clean set (eval mode), in the set's order, on the device:
+    what feature_norm "val_rank" ranks training losses among."""
     model.eval()
-    losses, labels = [], []
-    for images, batch_labels in eval_set.batches():
-        losses.append(loss_fn(model(images), batch_labels).float())
-        labels.append(batch_labels)
-    return torch.cat(losses), torch.cat(labels)
+    return torch.cat([loss_fn(model(images), labels).float() for images, labels in eval_set.batches()])
 
 
-def sharded_losses(model: torch.nn.Module, shard: EvalSet, loss_fn, allgather) -> tuple[torch.Tensor, torch.Tensor]:
+def sharded_losses(model: torch.nn.Module, shard: EvalSet, loss_fn, allgather) -> torch.Tensor:
     """per_sample_losses over a set split across ranks: every rank gets the whole set's, in rank order (one
     collective), so data-parallel ranks weight their samples alike."""
-    everyone = allgather(tuple(part.cpu() for part in per_sample_losses(model, shard, loss_fn)))
-    return torch.cat([losses for losses, _ in everyone]), torch.cat([labels for _, labels in everyone])
+    return torch.cat(allgather(per_sample_losses(model, shard, loss_fn).cpu()))

@@ -22,7 +22,7 @@ from ..data.types import EvalSet
 from ..law.weighting import WeightingRule
 from .evaluation import top1_accuracies
 from .fused import TARGET, REFERENCE, StackedNets, fusion_obstacle, repoint_optimizer
-from .schedule import set_lr
+from ..law.schedule import set_lr
 from .steps import StepProgress, run_steps
 
 

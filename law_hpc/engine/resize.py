@@ -17,6 +17,7 @@ import numpy as np
 
 from ..io.checkpoint import CheckpointStore, list_checkpoints
 from ..io.history import RowHistory, position_text
+from ..io.metrics import StageRow
 from ..io.rundir import RunDirError
 
 RETIRED_LOG = "retired_log"
@@ -53,7 +54,7 @@ def pooled_buffer(buffers: list[dict], rank: int, size: int) -> dict:
     return {name: array[rank::size].copy() for name, array in pool.items()}
 
 
-def resized_state(states: list[dict], rank: int, size: int, empty_log: dict) -> dict:
+def share_of(states: list[dict], rank: int, size: int) -> dict:
     """The state new searcher `rank` of `size` resumes from, given every old searcher's state at one position
     (Search.state_dict): shared parts from rank 0, its share of the pooled buffers, its own log (an empty one
     for a new rank), no pair and no stage under way; rank 0 also takes the logs of the searchers that left."""
@@ -64,10 +65,25 @@ def resized_state(states: list[dict], rank: int, size: int, empty_log: dict) -> 
     state["selection"] = {**shared["selection"], "candidate": None}  # an evaluation under way is given up
     state["buffer"] = pooled_buffer([old["buffer"] for old in states], rank, size)
     state["noise"] = {name: np.zeros_like(value) for name, value in shared["noise"].items()}
-    state["log"] = own["log"] if own is not None else empty_log
+    state["log"] = own["log"] if own is not None else RowHistory(StageRow).state_dict()
     if rank == 0:
         state.update(retired_logs(retired_logs(shared) + [states[old]["log"] for old in range(size, len(states))]))
     return state
+
+
+def resized_state(run_dir, before: int, rank: int, size: int) -> tuple[tuple[int, int, int], dict]:
+    """(position, state) that searcher `rank` of `size` resumes from, out of the checkpoints of `before` searchers:
+    every rank reads every old rank's state at the newest position they all hold and takes its part (`share_of`)."""
+    position = common_position(run_dir, before)
+    states = [CheckpointStore(run_dir, old).load(position) for old in range(before)]
+    return position, share_of(states, rank, size)
+
+
+def resize_warning(position, before: int, size: int, iterations_per_stage: int, buffered: int) -> str:
+    """What the job says on stderr when it resumes on `size` searchers from the checkpoints of `before`."""
+    return (f"the checkpoints were written by {before} searchers, this job has {size}: resumed "
+            f"{position_text(position, iterations_per_stage)} with the strategy model, the pooled replay buffers "
+            f"({buffered} transitions on rank 0) and fresh pairs from the next episode on (search.allow_resize)")
 
 
 def retired_logs(state_or_logs):
@@ -76,20 +92,3 @@ def retired_logs(state_or_logs):
         return {f"{RETIRED_LOG}{i}": log for i, log in enumerate(state_or_logs)}
     count = sum(part.startswith(RETIRED_LOG) for part in state_or_logs)
     return [state_or_logs[f"{RETIRED_LOG}{i}"] for i in range(count)]
-
-
-def resume_resized(search, before: int) -> tuple[int, int, int]:
-    """Resume `search` (a Search, on every rank) from the checkpoints of `before` searchers: every rank reads
-    every old rank's state at the newest position they all hold, takes its part (`resized_state`), records the
-    resize and checkpoints the position at once, so the new ranks hold it alike. Returns the position."""
-    position = common_position(search.run_dir, before)
-    states = [CheckpointStore(search.run_dir, rank).load(position) for rank in range(before)]
-    empty_log = RowHistory(search.row_type).state_dict()
-    search.load_state_dict(resized_state(states, search.dist.rank, search.dist.size, empty_log))
-    search.history.add_resume(position, before, search.dist.size)
-    search.save_checkpoint(position, search.state_dict())
-    search.console.warning(f"the checkpoints were written by {before} searchers, this job has {search.dist.size}: "
-                           f"resumed {position_text(position, search.schedule.iterations_per_stage)} with the "
-                           f"strategy model, the pooled replay buffers ({len(search.agent.buffer)} transitions on "
-                           "rank 0) and fresh pairs from the next episode on (search.allow_resize)")
-    return position

@@ -14,19 +14,24 @@ from ..law.weighting import initial_stage_scalars, smoothed
 @dataclass
 class SearchState:
     """(episode, stage): the next stage to run; l_smooth, acc_smooth: EMAs of the target's training loss and
-    validation accuracy (the stage state's measured part, Eq. 5); episode_over: the last stage run ended its episode; gap: the
-    last stage's validation accuracy gap, target - reference (0 before any weighting)."""
+    validation accuracy (the stage state's measured part, Eq. 5); episode_over: the last stage run ended its episode."""
 
     episode: int = 0
     stage: int = 0
     l_smooth: float = 0.0
     acc_smooth: float = 0.0
     episode_over: bool = False
-    gap: float = 0.0
+
+    @classmethod
+    def fresh(cls, num_classes: int) -> "SearchState":
+        """The state before the first episode."""
+        state = cls()
+        state.start_episode(num_classes)
+        return state
 
     def start_episode(self, num_classes: int) -> None:
         """Before any training the loss is that of a uniform guess and accuracy is chance."""
-        self.stage, self.episode_over, self.gap = 0, False, 0.0
+        self.stage, self.episode_over = 0, False
         self.l_smooth, self.acc_smooth = initial_stage_scalars(num_classes)
 
     @property
@@ -38,8 +43,8 @@ class SearchState:
         """The EMAs l_smooth and acc_smooth after a stage with training loss `loss` and accuracy `acc`."""
         return smoothed(self.l_smooth, loss, beta), smoothed(self.acc_smooth, acc, beta)
 
-    def advance(self, stage: int, scalars: tuple[float, float], gap: float, episode_over: bool) -> None:
-        self.stage, self.gap = stage + 1, float(gap)
+    def advance(self, stage: int, scalars: tuple[float, float], episode_over: bool) -> None:
+        self.stage = stage + 1
         self.l_smooth, self.acc_smooth = float(scalars[0]), float(scalars[1])
         self.episode_over = episode_over
 
@@ -52,4 +57,5 @@ class SearchState:
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
-            setattr(self, key, type(getattr(self, key))(value))
+            if hasattr(self, key):  # a checkpoint of an earlier version may hold more
+                setattr(self, key, type(getattr(self, key))(value))

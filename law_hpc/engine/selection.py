@@ -8,8 +8,38 @@ the live actor. At its end the searchers' final validation accuracies are averag
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+
+import numpy as np
 
 from ..law.policy import StrategyModel
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    """Which episodes of a search evaluate the actor, and when search.patience ends the search."""
+
+    episodes: int
+    eval_every: int
+    patience: int
+    min_episodes: int
+
+    @classmethod
+    def from_config(cls, search) -> "EpisodePlan":
+        """From the config's search section."""
+        return cls(search.episodes, search.eval_every, search.patience, search.min_episodes)
+
+    def is_evaluation(self, episode: int) -> bool:
+        """Every eval_every-th episode and the last one act deterministically."""
+        return (episode + 1) % self.eval_every == 0 or episode == self.episodes - 1
+
+    def out_of_patience(self, selection: "PolicySelection", episodes_done: int) -> int | None:
+        """The evaluation episodes since the best one once they reach `patience` (the search ends), else None;
+        never before min_episodes, and never with patience 0."""
+        if not self.patience or episodes_done < self.min_episodes:
+            return None
+        since = selection.evaluations_since_best(episodes_done, self.is_evaluation)
+        return since if since is not None and since >= self.patience else None
 
 
 class PolicySelection:
@@ -23,13 +53,17 @@ class PolicySelection:
         """Freeze the actor an evaluation episode acts with."""
         self.candidate = copy.deepcopy(strategy).requires_grad_(False)
 
-    def finish(self, outcome: dict) -> StrategyModel | None:
-        """End the evaluation episode with its `outcome`; its candidate if that beats every earlier one."""
+    def finish(self, episode: int, accuracies: list[tuple[float, float]]) -> tuple[StrategyModel | None, dict]:
+        """End evaluation episode `episode` with every searcher's final validation accuracies (target, reference):
+        (its candidate if the mean gap beats every earlier evaluation's, else None; its outcome)."""
+        acc_target, acc_reference = (float(value) for value in np.mean(accuracies, axis=0))
+        outcome = {"validation_gap": acc_target - acc_reference, "validation_acc_target": acc_target,
+                   "validation_acc_reference": acc_reference, "episode": episode}
         candidate, self.candidate = self.candidate, None
         if self.best is not None and outcome["validation_gap"] <= self.best["validation_gap"]:
-            return None
+            return None, outcome
         self.best = outcome
-        return candidate
+        return candidate, outcome
 
     def evaluations_since_best(self, episodes_done: int, is_evaluation) -> int | None:
         """Evaluation episodes finished after the best one (None before any); `is_evaluation(episode)`."""

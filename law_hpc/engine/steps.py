@@ -2,11 +2,20 @@
 
 A stop request may cut the run short between two steps; the progress is then a position that a checkpoint
 holds and a resumed job continues from, bit-exactly (batches are a pure function of the step number).
+
+For the tests, a stop request that arrives mid-stage by construction, whatever the load on the machine: with
+LAW_HPC_PAUSE_AT_STEP=N and LAW_HPC_PAUSE_DIR=D set, a process that has run step N (a global iteration number of an
+episode or of a training) writes D/paused-<pid> and waits until D/go exists (at most PAUSE_SECONDS); the test sends
+its signals in between.
 """
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Callable
+
+PAUSE_SECONDS = 600.0
 
 
 class StepProgress:
@@ -37,12 +46,22 @@ def run_steps(progress: StepProgress, step: Callable[[int], None], stop: Callabl
     """`step(n)` for every step of `progress` not done yet (each counts itself in `progress`), asking `stop()`
     after each but the last. True when the run is complete; False when `stop()` said stop before its end.
     The seconds it took are added to `progress`."""
-    started = time.perf_counter()
+    started, pause_at = time.perf_counter(), int(os.environ.get("LAW_HPC_PAUSE_AT_STEP", -1))
     try:
         for number in progress.steps[progress.done:]:
             step(number)
+            if number == pause_at:
+                pause(Path(os.environ["LAW_HPC_PAUSE_DIR"]))
             if progress.done < len(progress.steps) and stop():
                 return False
         return True
     finally:
         progress.seconds += time.perf_counter() - started
+
+
+def pause(folder: Path) -> None:
+    """The tests' pause (module docstring): say so in `folder`, wait for its go file."""
+    (folder / f"paused-{os.getpid()}").touch()
+    deadline = time.monotonic() + PAUSE_SECONDS
+    while not (folder / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)

@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import torch
 
+from ..config import to_yaml
 from ..law.policy import ACTION_DIM, ACTION_TERMS
 from .checkpoint import fsync_dir
 
@@ -103,6 +104,12 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def run_attributes(cfg, dist, **extra) -> dict:
+    """The attributes every log file (metrics.h5, train.h5) carries: config, world, versions, commit."""
+    return {"config_yaml": to_yaml(cfg), "world_size": dist.size, "controller": dist.controller,
+            "device": str(dist.device), "versions": package_versions(), "git_commit": git_commit(), **extra}
 
 
 def search_layout(num_classes: int) -> dict:

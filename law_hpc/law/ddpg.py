@@ -59,6 +59,10 @@ class ReplayBuffer:
             self.arrays[name] = np.asarray(state[name], dtype=dtype).reshape(-1, *shape)
 
 
+EXPLORATIONS = ("gaussian", "ou")
+"""strategy.exploration: the noise ExplorationNoise adds to a_T during search."""
+
+
 class ExplorationNoise:
     """Noise added to a_T while searching: Gaussian, or Ornstein-Uhlenbeck correlated over stages.
 

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .features import log_class_frequencies
+
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """l_i = -log softmax(z_i)_{y_i}."""
@@ -17,9 +19,8 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def log_prior(class_counts) -> torch.Tensor:
-    """log pi_c of the training label frequencies; an unseen class counts as one sample."""
-    counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
-    return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+    """log pi_c of the training label frequencies (the label feature's log_class_frequencies)."""
+    return torch.from_numpy(log_class_frequencies(class_counts))
 
 
 def logit_adjusted(logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor, tau: float = 1.0):
@@ -74,8 +75,3 @@ def base_loss(name: str, class_counts=None, *, tau: float = 1.0, q: float = 0.7)
         return lambda logits, labels: generalized_cross_entropy(logits, labels, q)
     raise ValueError(f"unknown base loss '{name}' (known: {', '.join(BASE_LOSSES)})")
 
-
-def base_loss_of(cfg, class_counts):
-    """train.base_loss of a config, with its options from the peers' sections (methods.logit_adjusted.tau,
-    methods.gce.q)."""
-    return base_loss(cfg.train.base_loss, class_counts, tau=cfg.methods.logit_adjusted.tau, q=cfg.methods.gce.q)

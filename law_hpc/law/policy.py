@@ -13,6 +13,10 @@ ACTION_DIM = NUM_FEATURES + 1  # a_T = [theta_T (4), b]
 ACTION_TERMS = FEATURE_NAMES + ("bias",)
 """The names of a_T's entries: the feature each theta multiplies, then b."""
 STATE_SCALARS = 2  # l_smooth, acc_smooth
+WEIGHT_NORMS = ("mean", "sum_w")
+"""strategy.weight_norm: mean_i K_i l_i (the paper) or sum_i K_i l_i / sum_i K_i (the authors' code), Eq. 7."""
+ACTION_BOUNDS = ("tanh", "none")
+"""strategy.action_bound: the actor's output bounded by tanh (the paper) or unbounded (the authors' code)."""
 
 
 def sample_weights(features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -49,7 +53,7 @@ class Actor(nn.Module):
     def __init__(self, state_dim: int, hidden: int, action_scale: float, bound: str = "tanh",
                  terms=ACTION_TERMS):
         super().__init__()
-        if bound not in ("tanh", "none"):
+        if bound not in ACTION_BOUNDS:
             raise ValueError(f"unknown action bound '{bound}'")
         unknown = set(terms) - set(ACTION_TERMS)
         if unknown:

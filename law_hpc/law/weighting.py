@@ -12,9 +12,10 @@ from typing import Callable
 
 import torch
 
-from .features import FEATURE_NAMES, VALIDATION_NORMS, item_features, losses_by_class
+from .features import FEATURE_NAMES, item_features
 from .losses import cross_entropy
 from .policy import sample_weights, weighted_mean_loss
+from .settings import PolicySettings
 
 
 @dataclass
@@ -24,8 +25,6 @@ class WeightingRule:
 
     log_class_freq: torch.Tensor
     """[C] log frequency of each observed label in the training set (the label feature)."""
-    density: str = "cosine"
-    label_feature: str = "log_freq"
     weight_norm: str = "mean"
     feature_norm: str = "zscore"
     base_loss: Callable = cross_entropy
@@ -33,18 +32,13 @@ class WeightingRule:
     terms: tuple[str, ...] = FEATURE_NAMES
     """The features the policy's actor sets (strategy.action_terms); the others have theta = 0 and are not computed."""
     validation_losses: torch.Tensor | None = None
-    """feature_norm "val_rank" / "class_val_rank": the clean validation set's per-sample losses (sorted) at the last
-    stage end, among which each training loss is ranked; None before the first measurement."""
-    validation_labels: torch.Tensor | None = None
-    """"class_val_rank": the labels of validation_losses (aligned with them)."""
-    validation_by_class: torch.Tensor | None = None
-    """"class_val_rank": validation_losses per class ([C, M], losses_by_class), derived from the two above."""
+    """feature_norm "val_rank": the clean validation set's per-sample losses (sorted) at the last stage end, among
+    which each training loss is ranked; None before the first measurement."""
 
     @classmethod
-    def from_settings(cls, settings: dict, log_class_freq: torch.Tensor, base_loss: Callable = cross_entropy):
+    def from_settings(cls, settings: PolicySettings, log_class_freq: torch.Tensor, base_loss: Callable = cross_entropy):
         """The rule of a policy.h5's (or a search's) settings."""
-        return cls(log_class_freq, settings["density"], settings["label_feature"], settings["weight_norm"],
-                   settings["feature_norm"], base_loss, tuple(settings["action_terms"]))
+        return cls(log_class_freq, settings.weight_norm, settings.feature_norm, base_loss, settings.action_terms)
 
     @property
     def num_classes(self) -> int:
@@ -53,29 +47,24 @@ class WeightingRule:
     @property
     def needs_validation_losses(self) -> bool:
         """Whether the loss feature is ranked among the validation set's losses (measure them at every stage end)."""
-        return self.feature_norm in VALIDATION_NORMS and "loss" in self.terms
+        return self.feature_norm == "val_rank" and "loss" in self.terms
 
-    @property
-    def needs_validation_labels(self) -> bool:
-        """Whether each loss is ranked among its own class's validation losses (their labels are needed too)."""
-        return self.feature_norm == "class_val_rank" and "loss" in self.terms
+    def observe_validation_losses(self, losses: torch.Tensor | None) -> None:
+        """The clean validation set's per-sample losses (this rule's base loss) at a stage end; None forgets them."""
+        self.validation_losses = None if losses is None else losses.detach().float().flatten().sort().values
 
-    def observe_validation_losses(self, losses: torch.Tensor | None, labels: torch.Tensor | None = None) -> None:
-        """The clean validation set's per-sample losses (this rule's base loss) at a stage end, and their labels
-        ("class_val_rank" needs them); None forgets them."""
-        if losses is None:
-            self.validation_losses = self.validation_labels = self.validation_by_class = None
-            return
-        self.validation_losses, order = losses.detach().float().flatten().sort()
-        self.validation_labels = None if labels is None else torch.as_tensor(labels).flatten().to(order.device)[order]
-        self.validation_by_class = None
-        if self.needs_validation_labels and self.validation_labels is not None:
-            self.validation_by_class = losses_by_class(self.validation_losses, self.validation_labels,
-                                                       self.num_classes)
+    def state_dict(self) -> dict:
+        """What a checkpoint holds of the rule: the validation losses it ranks against, once measured."""
+        return {} if self.validation_losses is None else {"validation_losses": self.validation_losses.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The rule's part of a checkpoint (a state without it: nothing measured yet), on the rule's device."""
+        self.observe_validation_losses(state.get("validation_losses"))
+        self.to(self.log_class_freq.device)
 
     def to(self, device) -> "WeightingRule":
         """The rule's tensors on `device` (a no-op where they are)."""
-        for name in ("log_class_freq", "validation_losses", "validation_labels", "validation_by_class"):
+        for name in ("log_class_freq", "validation_losses"):
             tensor = getattr(self, name)
             if tensor is not None and tensor.device != torch.device(device):
                 setattr(self, name, tensor.to(device))
@@ -85,9 +74,8 @@ class WeightingRule:
     def weights(self, logits: torch.Tensor, labels: torch.Tensor, action: torch.Tensor,
                 per_sample_loss: torch.Tensor) -> torch.Tensor:
         """K_T(f, theta_T) = 1 + tanh(theta_T . f + b) (Eq. 3) on the features of the net's own forward pass."""
-        features = item_features(logits, labels, self.log_class_freq, self.density, self.label_feature,
-                                 self.feature_norm, per_sample_loss, self.terms, self.validation_losses,
-                                 self.validation_by_class)
+        features = item_features(logits, labels, self.log_class_freq, self.feature_norm, per_sample_loss, self.terms,
+                                 self.validation_losses)
         return sample_weights(features, action)
 
     def loss(self, per_sample_loss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import METHODS, StepResult, WeightingMethod, register_method
+from .base import METHODS, base_loss_of, StepResult, WeightingMethod, register_method
 
 for _module in pkgutil.iter_modules(__path__):  # each module registers its methods
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -39,5 +39,5 @@ def build_method(cfg, data) -> WeightingMethod:
     return method_class(cfg.train.method).from_config(cfg, data)
 
 
-__all__ = ["METHODS", "StepResult", "WeightingMethod", "build_method", "create_method", "list_methods",
+__all__ = ["METHODS", "StepResult", "WeightingMethod", "base_loss_of", "build_method", "create_method", "list_methods",
            "method_class", "register_method"]

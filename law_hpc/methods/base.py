@@ -15,9 +15,10 @@ from typing import Callable
 
 import torch
 
+from ..config import coerce_options
 from ..data.types import Batch
-from ..engine.schedule import set_lr
-from ..law.losses import cross_entropy
+from ..law.schedule import set_lr
+from ..law.losses import base_loss, cross_entropy
 from ..law.policy import weighted_mean_loss
 
 
@@ -58,8 +59,8 @@ class WeightingMethod:
 
     @classmethod
     def options(cls, cfg):
-        """This method's options in `cfg` (cfg.methods.<name>)."""
-        return getattr(cfg.methods, cls.name)
+        """This method's `Options` as `cfg` sets them (methods.<name>; absent keys keep their defaults)."""
+        return coerce_options(f"methods.{cls.name}", cls.Options, cfg.methods.get(cls.name, {}))
 
     @classmethod
     def from_config(cls, cfg, data) -> "WeightingMethod":
@@ -108,10 +109,9 @@ class WeightingMethod:
         self.optimizer.step()
         return StepResult(per_sample_loss.detach().mean(), weights.detach())
 
-    def end_stage(self, val_accuracy: Callable[[], float],
-                  val_losses: Callable[[Callable], tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def end_stage(self, val_accuracy: Callable[[], float], val_losses: Callable[[Callable], torch.Tensor]) -> None:
         """Called at every stage end; `val_accuracy()` evaluates `self.model` on the validation split,
-        `val_losses(loss)` gives its per-sample losses there and their labels (only methods that use them pay)."""
+        `val_losses(loss)` gives its per-sample losses there (only methods that use them pay)."""
 
     def choose_eval_model(self, val_accuracy_of: Callable[[torch.nn.Module], float]) -> float | None:
         """Called before each epoch's evaluation (a collective: `val_accuracy_of(net)` evaluates `net` on the
@@ -147,3 +147,10 @@ class WeightingMethod:
 
 
 register_method(WeightingMethod)
+
+
+def base_loss_of(cfg, class_counts):
+    """train.base_loss of a config (law/losses.py), with its options from the peers' sections: the logit adjustment's
+    tau (methods.logit_adjusted.tau) and GCE's q (methods.gce.q)."""
+    return base_loss(cfg.train.base_loss, class_counts, tau=METHODS["logit_adjusted"].options(cfg).tau,
+                     q=METHODS["gce"].options(cfg).q)

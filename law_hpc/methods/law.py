@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..io.policy_file import resolve_policy, schedule_differences
-from ..law.losses import base_loss_of, cross_entropy
+from ..io.policy_file import resolve_policy
+from ..law.losses import cross_entropy
 from ..weighter import PolicyWeighter
-from .base import WeightingMethod, register_method
+from .base import WeightingMethod, base_loss_of, register_method
 
 
 @register_method
@@ -32,7 +32,7 @@ class LawPolicy(WeightingMethod):
     def __init__(self, policy_path, class_counts, total_epochs: float, iterations_per_epoch: int,
                  base_loss=cross_entropy, uniform_guard: bool = False):
         self.policy_path = str(resolve_policy(policy_path))  # a file, or a shipped policy's name
-        self.base_loss = base_loss  # train.base_loss, the loss the policy was searched on (schedule_differences)
+        self.base_loss = base_loss  # train.base_loss, the loss the policy was searched on (recipe_differences)
         self.weighter = PolicyWeighter.from_file(policy_path, class_counts=class_counts)
         self.weight_norm = self.weighter.weight_norm
         self.iterations_per_epoch = iterations_per_epoch
@@ -48,7 +48,7 @@ class LawPolicy(WeightingMethod):
             raise ValueError("train.method=law needs a searched policy: --policy RUN/policy.h5 (or train.policy)")
         method = cls(cfg.train.policy, data.train_label_counts, cfg.optim.epochs, data.train.batches_per_epoch,
                      base_loss_of(cfg, data.train_label_counts), cls.options(cfg).uniform_guard)
-        method.schedule_differences = schedule_differences(method.weighter.settings, cfg)
+        method.schedule_differences = recipe_differences(method.weighter.settings, cfg)
         if method.schedule_differences and not cfg.train.allow_schedule_mismatch:
             raise ValueError(f"{cfg.train.policy} was searched on another schedule ("
                              f"{'; '.join(method.schedule_differences)}): its stages would not be this training's. "
@@ -95,7 +95,7 @@ class LawPolicy(WeightingMethod):
     def log_attributes(self) -> dict:
         return {"policy": self.policy_path, "uniform_guard": self.uniform_guard,
                 "schedule_mismatch": "; ".join(self.schedule_differences),
-                "policy_validation_gap": float(self.weighter.settings.get("validation_gap", float("nan")))}
+                "policy_validation_gap": float(self.weighter.outcome.get("validation_gap", float("nan")))}
 
     def sample_weights(self, logits, batch, epoch):
         # the step's stage, as the search's StageSchedule.stage_of_step cut its episodes
@@ -111,11 +111,11 @@ class LawPolicy(WeightingMethod):
 
     def end_stage(self, val_accuracy, val_losses) -> None:
         """acc_smooth of the stage state follows the validation accuracy, as in the search; a "val_rank" policy
-        also ranks the next stage's losses among the validation set's (losses, labels)."""
+        also ranks the next stage's losses among the validation set's."""
         self.pool_ranks()  # data-parallel ranks: l_smooth over all ranks' batches
         accuracy = val_accuracy()  # first: it averages the ranks' BatchNorm statistics
-        losses_and_labels = val_losses(self.base_loss) if self.weighter.needs_validation_losses else ()
-        self.weighter.observe_validation(accuracy, *losses_and_labels)
+        losses = val_losses(self.base_loss) if self.weighter.needs_validation_losses else None
+        self.weighter.observe_validation(accuracy, losses)
 
     def pool_ranks(self) -> None:
         """The ranks' stage-loss sums pooled (a mean, linear: pooling inside a stage changes nothing at its end)."""
@@ -126,3 +126,15 @@ class LawPolicy(WeightingMethod):
         if self.uniform_guard:
             state.update(uniform_model=self.uniform_model, uniform_optimizer=self.uniform_optimizer)
         return state
+
+
+def recipe_differences(settings, cfg) -> list[str]:
+    """How the training `cfg` describes differs from the recipe a policy was searched on (its schedule, augmentation
+    and base loss: PolicySettings.recipe), one text per key ([] = none)."""
+    differences = []
+    for key, searched in settings.recipe().items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value != searched:
+            differences.append(f"{name} {searched} (searched) vs {value} (this training)")
+    return differences

@@ -1,31 +1,11 @@
 """Model zoo behind one registry: `create_model(name, num_classes, in_channels, image_size)`."""
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import nn
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str):
-    """Decorator: make a builder `fn(num_classes, in_channels, image_size) -> nn.Module` creatable by name."""
-    def wrap(builder):
-        _REGISTRY[name] = builder
-        return builder
-    return wrap
-
-
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **options) -> nn.Module:
-    """A freshly initialised model; an unknown name is a ValueError listing the known ones. `options` go to
-    the builder (e.g. `hidden` of the mlp)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model '{name}' (known: {', '.join(list_models())})")
-    return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options)
+from . import cifar, imagenet, small  # noqa: F401  (each registers its models)
+from .files import load  # noqa: F401
+from .registry import create_model, list_models, register  # noqa: F401
 
 
 def model_options(model_cfg) -> dict:
@@ -37,6 +17,3 @@ def model_from_config(model_cfg, num_classes: int, in_channels: int, image_size:
     """`create_model` for the config's `model` section (its options reach the builders that take them)."""
     return create_model(model_cfg.name, num_classes, in_channels, image_size, **model_options(model_cfg))
 
-
-from . import cifar, imagenet, small  # noqa: E402,F401  (registers their models)
-from .files import load  # noqa: E402,F401

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import register
+from .registry import register
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

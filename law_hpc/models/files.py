@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .registry import create_model
+
 FORMAT = "law_hpc.model/1"
 
 
@@ -41,8 +43,6 @@ def load(path: str | Path) -> nn.Module:
     """The network saved in `path` (model.pt, model_best.pt of a training run), in eval mode on the CPU; what it
     is (classes in index order, input size and normalisation, method, policy, epoch, accuracies, config, commit)
     is in its attribute `law_hpc_info`."""
-    from . import create_model
-
     contents = read_model_file(path)
     options = {key: tuple(value) if isinstance(value, list) else value for key, value in contents["options"].items()}
     model = create_model(contents["name"], contents["num_classes"], contents["in_channels"], contents["image_size"],

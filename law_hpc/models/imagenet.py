@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import register
+from .registry import register
 
 
 def _replace_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:

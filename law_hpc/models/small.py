@@ -2,7 +2,7 @@
 memorises noisy labels, and an MLP that does."""
 from torch import nn
 
-from . import register
+from .registry import register
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
