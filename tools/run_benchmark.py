@@ -30,6 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 from law_hpc.methods import list_methods  # noqa: E402
 
 PYTHON = sys.executable
@@ -63,6 +64,8 @@ def parse_args(argv=None):
     parser.add_argument("--table", default="results.md", help="the markdown table's file name in --out")
     parser.add_argument("--report", action="store_true",
                         help="run nothing: write the table from the runs already finished in --out")
+    parser.add_argument("--export", metavar="DIR",
+                        help="also write one results file per setting into DIR (docs/results: tools/results_doc.py)")
     parser.add_argument("--set", action="append", default=[], help="extra config override for every run")
     parser.add_argument("--policy", nargs="+", default=[],
                         help="law rows that train with these policies (shipped names or files) instead of searching")
@@ -124,24 +127,58 @@ def train(args, setting: str, row: str, method: str, seed: int, policy: Path | N
     return {"final": final, "best": best, "cpu_minutes": minutes, "val": val[0] if val else float("nan")}
 
 
+SETTING_ABOUT = ("Fashion-MNIST, a training subset of 10,000 images drawn per setting, 20 epochs; test accuracy (%) at "
+                 "the final epoch, mean ± std over seeds; best epoch beside it.")
+COLUMNS = ["method", "final epoch", "best epoch", "seeds", "CPU-min"]
+CPU_NOTE = "CPU-min: one training's CPU time (user + system); for law, its search's (all searchers) is added."
+
+
+def setting_rows(results: dict, search_cost: dict, rows: dict, setting: str) -> list[list[str]]:
+    """The table rows of one setting: method, final and best epoch (mean ± std), seeds, CPU-minutes."""
+    table_rows = []
+    for row in rows.get(setting, []):
+        runs = results.get((setting, row), [])
+        if not runs:
+            continue
+        final = 100 * np.array([r["final"] for r in runs])
+        best = 100 * np.array([r["best"] for r in runs])
+        minutes = np.mean([r["cpu_minutes"] for r in runs]) + search_cost.get((setting, row), 0.0)
+        table_rows.append([row, f"{final.mean():.1f} ± {final.std():.1f}", f"{best.mean():.1f} ± {best.std():.1f}",
+                           str(len(runs)), f"{minutes:.1f}"])
+    return table_rows
+
+
 def table(results: dict, search_cost: dict, rows: dict, args) -> str:
-    lines = ["Fashion-MNIST, a training subset of 10,000 images drawn per setting, 20 epochs; test accuracy (%) at "
-             "the final epoch, mean ± std over seeds; best epoch beside it.", ""]
+    lines = [SETTING_ABOUT, ""]
     for setting in args.settings:
-        lines += [f"**{SETTINGS[setting]['title']}** (`{setting}`)", "",
-                  "| method | final epoch | best epoch | seeds | CPU-min |", "| --- | ---: | ---: | ---: | ---: |"]
-        for row in rows.get(setting, []):
-            runs = results.get((setting, row), [])
-            if not runs:
-                continue
-            final = 100 * np.array([r["final"] for r in runs])
-            best = 100 * np.array([r["best"] for r in runs])
-            minutes = np.mean([r["cpu_minutes"] for r in runs]) + search_cost.get((setting, row), 0.0)
-            lines.append(f"| {row} | {final.mean():.1f} ± {final.std():.1f} | {best.mean():.1f} ± {best.std():.1f} "
-                         f"| {len(runs)} | {minutes:.1f} |")
+        lines += [f"**{SETTINGS[setting]['title']}** (`{setting}`)", "", "| " + " | ".join(COLUMNS) + " |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += ["| " + " | ".join(r) + " |" for r in setting_rows(results, search_cost, rows, setting)]
         lines.append("")
-    lines.append("CPU-min: one training's CPU time (user + system); for law, its search's (all searchers) is added.")
+    lines.append(CPU_NOTE)
     return "\n".join(lines) + "\n"
+
+
+def without_export(argv) -> list[str]:
+    """The command line as it measured: without --report and --export DIR."""
+    kept, skip = [], False
+    for word in argv:
+        if not skip and word not in ("--report", "--export") and not word.startswith("--export="):
+            kept.append(word)
+        skip = word == "--export"
+    return kept
+
+
+def export(results: dict, search_cost: dict, rows: dict, args, folder: Path, argv) -> None:
+    """--export: one results file per setting (benchmark_<setting>.json) for tools/results_doc.py."""
+    from results_doc import write_results
+    for setting in args.settings:
+        command = "python tools/run_benchmark.py " + " ".join(without_export(argv))
+        path = write_results(folder / f"benchmark_{setting}.json", title=f"{SETTINGS[setting]['title']} (`{setting}`)",
+                             command=command.strip(), columns=COLUMNS,
+                             rows=setting_rows(results, search_cost, rows, setting), about=SETTING_ABOUT,
+                             notes=CPU_NOTE)
+        print(f"[benchmark] results file: {path}")
 
 
 def main(argv=None) -> int:
@@ -182,6 +219,8 @@ def main(argv=None) -> int:
                        for seed in args.seeds for row, method, policy in jobs}
             for future, row in futures.items():
                 finish((setting, row), future.result())
+    if args.export:
+        export(results, search_cost, rows, args, Path(args.export), sys.argv[1:] if argv is None else argv)
     print(f"[benchmark] table: {out / args.table}\n")
     print((out / args.table).read_text())
     return 0

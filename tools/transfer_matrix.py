@@ -33,6 +33,8 @@ COLUMNS = {
     "long tail": ["data.noise_mode=none", "data.noise_rate=0", "data.imbalance=long_tail"],
 }
 """Column -> overrides of the setting (symmetric = uniform_mix, the benchmark's noise)."""
+ABOUT = ("Final-epoch test accuracy (%) of each shipped policy minus uniform's, mean ± std over seeds "
+         "(uniform's own accuracy in brackets; m: uniform memorises, final epoch >= 3 below its best).")
 
 
 def cell(args, network: str, column: str) -> dict:
@@ -68,10 +70,10 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key in every run (e.g. methods.law.uniform_guard=true)")
     parser.add_argument("--report", action="store_true", help="run nothing: the table from finished runs")
+    parser.add_argument("--export", metavar="FILE", help="also write the table as a results file (docs/results/)")
     args = parser.parse_args(argv)
-    lines = ["Final-epoch test accuracy (%) of each shipped policy minus uniform's, mean ± std over seeds "
-             "(uniform's own accuracy in brackets; m: uniform memorises, final epoch >= 3 below its best).", "",
-             "| network | policy | " + " | ".join(args.columns) + " |", "| --- | --- |" + " ---: |" * len(args.columns)]
+    columns = ["network", "policy", *args.columns]
+    table_rows = []
     validation = {policy: [] for policy in args.policies}
     for network in args.networks:
         cells = {column: cell(args, network, column) for column in args.columns}
@@ -88,10 +90,17 @@ def main(argv=None) -> int:
                 memorises = np.mean([u["best"] - u["final"] for u in uniform[:seeds]]) >= 0.03
                 texts.append(f"{gain.mean():+.1f} ± {gain.std():.1f} ({base:.1f}{' m' if memorises else ''})")
                 validation[policy] += [law[i]["val"] - uniform[i]["val"] for i in range(seeds)]
-            lines.append(f"| {network} | {Path(policy).stem} | " + " | ".join(texts) + " |")
-    lines += ["", "Chosen on validation (mean final-epoch validation accuracy gain over uniform, all cells): " + ", ".join(
-        f"{Path(p).stem} {100 * np.nanmean(v):+.2f}" for p, v in validation.items() if v)]
-    table = "\n".join(lines) + "\n"
+            table_rows.append([network, Path(policy).stem, *texts])
+    choice = "Chosen on validation (mean final-epoch validation accuracy gain over uniform, all cells): " + ", ".join(
+        f"{Path(p).stem} {100 * np.nanmean(v):+.2f}" for p, v in validation.items() if v)
+    lines = [ABOUT, "", "| " + " | ".join(columns) + " |", "| --- | --- |" + " ---: |" * len(args.columns)]
+    table = "\n".join(lines + ["| " + " | ".join(r) + " |" for r in table_rows] + ["", choice]) + "\n"
+    if args.export:
+        from results_doc import write_results
+        argv = sys.argv[1:] if argv is None else argv
+        print(write_results(args.export, title="Transfer: the shipped policies with no search", columns=columns,
+                            rows=table_rows, label_columns=2, about=ABOUT, notes=choice,
+                            command="python tools/transfer_matrix.py " + " ".join(run_benchmark.without_export(argv))))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "matrix.md").write_text(table)
     print(table)
