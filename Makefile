@@ -15,9 +15,10 @@ search: setup
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np $(NP) --bind-to none --oversubscribe \
 		$(PY) -m law_hpc.search $(ARGS)
 
-# Every test (what CI runs). `make test-fast`: those that launch no process (tests/conftest.py), for the inner loop.
+# Every test (what CI runs), on 2 workers, each module on one (tests/conftest.py). `make test-fast`: those
+# that launch no process, for the inner loop.
 test: setup
-	$(PY) -m pytest tests -q -ra
+	$(PY) -m pytest tests -q -ra -n 2 --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest tests -q -ra -m "not slow"

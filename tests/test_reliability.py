@@ -257,18 +257,17 @@ def test_kill9_of_one_rank_mid_epoch_of_the_test_phase_and_the_rerun_equals_unin
 def test_a_second_job_on_a_running_jobs_run_dir_is_refused(tmp_path):
     """Two jobs on one run directory would overwrite each other's checkpoints and logs: the second stops with one
     line naming the holder and leaves the first alone, which then stops cleanly on a request."""
-    run_dir = tmp_path / "busy"
-    long_stages = [o for o in LONG if not o.startswith("optim.epochs")] + ["optim.epochs=800"]  # minutes a stage
-    first = start_job(search_command(run_dir, 2, overrides=long_stages))
-    wait_for_rows(first, run_dir / "metrics.h5", 2)
-    second = run_search(run_dir, ranks=2, overrides=long_stages)
+    run_dir, pause = tmp_path / "busy", tmp_path / "pause"
+    first = start_job(search_command(run_dir, 2, overrides=LONG), pause=(pause, PAUSE_STEP))
+    wait_paused(first, pause, 2)  # both ranks wait in stage 2, stage 1's rows written: the first job runs on
+    second = run_search(run_dir, ranks=2, overrides=LONG)
     output = second.stdout + second.stderr
     errors = [line for line in output.splitlines() if "error: " in line]
     # each rank prints the line, unless horovodrun stopped it first
     assert second.returncode != 0 and "Exit code: 2" in output and 1 <= len(errors) <= 2, output[-3000:]
     assert all("is in use by another job (pid" in line and "another --run-dir" in line for line in errors), errors
-    assert first.poll() is None, "the first job ended before the second was refused: make its stages longer"
-    kill_ranks(first, "all", signal.SIGUSR1)
+    assert first.poll() is None
+    kill_ranks(first, "all", signal.SIGUSR1, release=pause)
     assert first.returncode != 0, first.output[-3000:]
     rows = read_stages(run_dir / "metrics.h5")
     assert sorted(zip(rows["stage"], rows["rank"])) == [(0, 0), (0, 1)]  # the first job's rows, untouched
