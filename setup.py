@@ -32,8 +32,10 @@ setup(
             "torchvision",  # the image-folder pipeline and the torchvision models
             "pillow",
         ],
+        "peers": ["cleanlab>=2.6"],  # Confident Learning (methods/confident_learning.py): numpy, scikit-learn, pandas
         "plots": ["matplotlib>=3.7", "pandas>=2", "tensorboard>=2.14"],
-        "test": ["pytest>=8", "pytest-timeout", "psutil", "matplotlib>=3.7", "pandas>=2", "tensorboard>=2.14"],
+        "test": ["pytest>=8", "pytest-timeout", "pytest-xdist>=3", "psutil", "matplotlib>=3.7", "pandas>=2",
+                 "tensorboard>=2.14"],
     },
     entry_points={
         "console_scripts": [

@@ -80,6 +80,10 @@ class DataConfig:
     """fail | skip: what one unreadable image does to a long job (always logged)."""
     num_workers: int = 1
     """Worker threads/processes of the data pipeline per rank."""
+    decoded_cache_mb: int = 2048
+    """Image folders with augment none and the torch backend: decode every file once into memory (resized,
+    centre-cropped, uint8) when all of them fit this many MiB, so epochs read arrays, not files (the same batches);
+    0 = never."""
 
 
 @dataclass
@@ -394,6 +398,25 @@ def _split_assignment(assignment: str) -> tuple[str, str]:
         raise ConfigError(f"--set expects key=value, got '{assignment}'")
     dotted, raw = assignment.split("=", 1)
     return dotted.strip(), raw
+
+
+def set_key(cfg: Config, dotted: str, value) -> None:
+    """Set the config key `dotted` (section.key) to `value`, coerced to the key's type as a YAML value would be."""
+    nested: dict = {}
+    cursor = nested
+    *sections, name = dotted.split(".")
+    for part in sections:
+        cursor = cursor.setdefault(part, {})
+    cursor[name] = value
+    _apply(cfg, nested)
+
+
+def get_key(cfg: Config, dotted: str):
+    """The value of the config key `dotted` (section.key)."""
+    value = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def override_keys(overrides) -> list[str]:

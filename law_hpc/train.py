@@ -24,7 +24,7 @@ import sys
 
 import torch
 
-from .config import Config, to_yaml
+from .config import Config, override_keys, to_yaml
 from .engine.evaluation import sharded_accuracy, sharded_losses
 from .engine.preemption import EXIT_PREEMPTED
 from .law.schedule import StageSchedule
@@ -33,6 +33,7 @@ from .io.metrics import EpochRow, git_commit, train_layout
 from .job import Job
 from .launch import add_config_options, run_entry_point
 from .methods import list_methods
+from .methods.law import adopt_recipe
 from .seeding import derive_seed, rng_states, set_rng_states
 
 
@@ -70,6 +71,7 @@ class Training(Job):
         self.iterations_per_unit = self.schedule.iterations_per_epoch
         self.method = build_method(cfg, data)
         self.method.allgather = dist.allgather_object  # per-sample state (ELR's targets) alike on every rank
+        self.method.schedule = self.schedule
 
         def model_factory(variant: int = 0):
             with torch.random.fork_rng(devices=[]):  # the same initialisation for every method of a seed
@@ -334,13 +336,17 @@ def _tensors(state):
             yield from _tensors(item)
 
 
-def with_method_of(args):
-    """--policy FILE means train.method=law with that policy; --method NAME sets train.method."""
+def with_method_of(args, adopted: list[str]):
+    """--policy FILE means train.method=law with that policy, on the policy's recipe (schedule, base loss,
+    augmentation) where --set does not say otherwise (the keys it changed go into `adopted`); --method NAME sets
+    train.method."""
     def adjust(cfg: Config) -> Config:
         if args.policy:
-            return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method="law", policy=args.policy))
-        if args.method:
-            return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method=args.method))
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method="law", policy=args.policy))
+        elif args.method:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method=args.method))
+        if cfg.train.method == "law" and cfg.train.policy:
+            cfg, adopted[:] = adopt_recipe(cfg, set(override_keys(args.set)))
         return cfg
     return adjust
 
@@ -357,7 +363,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.list_policies:
         return list_policies()
-    return run_entry_point(args, "train", Training, adjust=with_method_of(args))
+    adopted: list[str] = []
+
+    def build(cfg, dist, run_dir, resumed):
+        if adopted and dist.is_root:
+            print(f"[law-train] the policy's recipe: {', '.join(adopted)}", flush=True)
+        return Training(cfg, dist, run_dir, resumed)
+    return run_entry_point(args, "train", build, adjust=with_method_of(args, adopted))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def fmnist():
 
 
 def data_config(dataset, root, backend="torch", *extra):
-    sizes = {"imagenet": ["data.image_size=32", "data.val_size=100", "data.per_class_images=20", "data.train_size=0"],
+    sizes = {"imagenet": ["data.image_size=32", "data.val_size=100", "data.per_class_images=20", "data.train_size=0",
+                          "data.decoded_cache_mb=0"],
              "cifar10": ["data.val_size=200", "data.search_train_size=600", "data.train_size=0"],
              "fmnist": []}[dataset]
     return load_config(SMOKE, [f"data.dataset={dataset}", f"data.root={root}", f"data.backend={backend}",
@@ -184,7 +185,7 @@ def test_search_runs_on_the_imagenet_export_skipping_a_damaged_jpeg(exports, tmp
         victim.write_bytes(victim.read_bytes()[:200])  # truncated
     overrides = ["data.dataset=imagenet", f"data.root={root}", f"data.backend={backend}", "data.image_size=32",
                  "data.val_size=100", "data.search_train_size=200", "search.episodes=1",
-                 "data.on_corrupt_image=skip"]
+                 "data.on_corrupt_image=skip", "data.decoded_cache_mb=0"]
     proc = run_search(tmp_path / "run", overrides=overrides)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "episode 1 done" in proc.stdout and "skipped unreadable image" in proc.stderr

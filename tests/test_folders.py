@@ -1,6 +1,7 @@
 """The image-folder path that scales, on real JPEGs (Fashion-MNIST exported in ImageNet's layout): images
 screened once per run and cached with sizes and mtimes, shared by the ranks; one pipeline per run whose
 epochs follow the EpochOrder (DALI and torch alike, also from a resumed step)."""
+import itertools
 import os
 import shutil
 
@@ -25,7 +26,7 @@ def export(tmp_path_factory):
 def folder_config(root, backend, *extra):
     return load_config(SMOKE, ["data.dataset=imagenet", f"data.root={root}", f"data.backend={backend}",
                                "data.image_size=32", "data.val_size=100", "data.train_size=0", "data.batch_size=50",
-                               *extra]).data
+                               "data.decoded_cache_mb=0", *extra]).data  # the per-file path; decoded: its own test
 
 
 def cached(path) -> dict:
@@ -149,3 +150,30 @@ def test_a_test_folder_can_be_named_and_is_optional(export, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing image folder"):
         build_data(folder_config(no_val, "torch", f"data.test_root={tmp_path / 'absent'}"), purpose="train", seed=0,
                    rank=0, world_size=1, device=CPU)
+
+
+def test_a_folder_decoded_into_memory_gives_the_batches_of_the_per_file_path(export, backend="torch"):
+    """data.decoded_cache_mb: each file decoded once; training batches (images, labels, order) and evaluation batches
+    equal the per-file path's, epoch after epoch."""
+    per_file = build_data(folder_config(export, backend), purpose="train", seed=0, rank=0, world_size=1, device=CPU)
+    decoded = build_data(folder_config(export, backend, "data.decoded_cache_mb=64"), purpose="train", seed=0, rank=0,
+                         world_size=1, device=CPU)
+    assert type(decoded.train).__name__ == "ArrayTrainStream" and type(per_file.train).__name__ == "FileTrainStream"
+    steps = 2 * per_file.train.batches_per_epoch + 1
+    for a, b in zip(itertools.islice(per_file.train.iterate(3), steps), itertools.islice(decoded.train.iterate(3), steps)):
+        assert torch.equal(a.index.cpu(), b.index.cpu()) and torch.equal(a.labels.cpu(), b.labels.cpu())
+        torch.testing.assert_close(a.images, b.images, rtol=0, atol=1e-5)
+    for name in ("val", "test"):
+        for (a, labels_a), (b, labels_b) in zip(getattr(per_file, name).batches(), getattr(decoded, name).batches()):
+            assert torch.equal(labels_a.cpu(), labels_b.cpu())
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert decoded.classes == per_file.classes and decoded.image_size == per_file.image_size == 32
+
+
+def test_a_folder_over_the_budget_augmented_or_for_dali_is_read_file_by_file(export):
+    def stream(backend, *extra):
+        return type(build_data(folder_config(export, backend, *extra), purpose="train", seed=0, rank=0, world_size=1,
+                               device=CPU).train).__name__
+    assert stream("torch", "data.decoded_cache_mb=1") == "FileTrainStream"  # 500 images of 32 x 32 x 3: 1.5 MiB
+    assert stream("torch", "data.decoded_cache_mb=64", "data.augment=flip") == "FileTrainStream"
+    assert stream("dali", "data.decoded_cache_mb=64") == "DaliFileTrainStream"

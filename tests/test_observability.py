@@ -102,7 +102,7 @@ def test_a_run_that_fails_mid_job_says_failed(tmp_path):
     assert export.returncode == 0, export.stderr
     proc = start_job(search_command(tmp_path / "run", overrides=ONE_EPISODE + [
         "data.dataset=imagenet", f"data.root={tmp_path / 'imagenet'}", "data.backend=torch", "data.image_size=32",
-        "data.val_size=45", "data.search_train_size=100", "optim.epochs=40"]))
+        "data.val_size=45", "data.search_train_size=100", "optim.epochs=40", "data.decoded_cache_mb=0"]))
     wait_for_rows(proc, tmp_path / "run" / "metrics.h5", 1)
     for victim in (tmp_path / "imagenet" / "train").glob("*/*.JPEG"):
         victim.write_bytes(victim.read_bytes()[:100])  # truncated: the next epoch's first batch fails

@@ -332,15 +332,17 @@ def test_search_patience_stops_after_evaluations_without_a_better_gap(tmp_path):
 @pytest.mark.slow
 def test_a_search_on_another_base_loss_records_it_and_its_policy_asks_for_it(tmp_path):
     """train.base_loss: both nets of the search train on it (here the logit-adjusted loss); policy.h5 records it,
-    and the test phase trains on the same loss or refuses the policy."""
+    and the test phase adopts it (saying so), or refuses the policy where --set asks for another loss."""
     proc = run_search(tmp_path / "search", overrides=["search.episodes=1", "train.base_loss=logit_adjusted"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     with h5py.File(tmp_path / "search" / "policy.h5") as f:
         assert f.attrs["base_loss"] == "logit_adjusted"
     train = [sys.executable, "-m", "law_hpc.train", "--config", str(SMOKE), "--policy", str(tmp_path / "search" /
              "policy.h5"), "--set", "data.train_size=1024", "--set", "data.test_size=200"]
-    proc = subprocess.run(train + ["--run-dir", str(tmp_path / "refused")], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "base_loss logit_adjusted (searched) vs ce (this training)" in proc.stderr
-    proc = subprocess.run(train + ["--run-dir", str(tmp_path / "trained"), "--set", "train.base_loss=logit_adjusted"],
+    proc = subprocess.run(train + ["--run-dir", str(tmp_path / "refused"), "--set", "train.base_loss=ce"],
                           capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--set train.base_loss=ce conflicts with policy" in proc.stderr, proc.stderr
+    proc = subprocess.run(train + ["--run-dir", str(tmp_path / "trained")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train.base_loss=logit_adjusted (was ce)" in proc.stdout
+    assert "base_loss: logit_adjusted" in (tmp_path / "trained" / "config.yaml").read_text()

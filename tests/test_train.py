@@ -15,7 +15,8 @@ ON_SMOKE_SCHEDULE = ["data.train_size=1024", "data.test_size=500", "threads_per_
 
 
 def train_command(run_dir, *args, ranks=1, overrides=SMALL):
-    cmd = [sys.executable, "-m", "law_hpc.train", "--config", str(SMOKE), "--run-dir", str(run_dir), *map(str, args)]
+    args = list(map(str, args)) if "--config" in map(str, args) else ["--config", str(SMOKE), *map(str, args)]
+    cmd = [sys.executable, "-m", "law_hpc.train", "--run-dir", str(run_dir), *args]
     for assignment in overrides:
         cmd += ["--set", assignment]
     if ranks > 1:
@@ -52,21 +53,27 @@ def test_learned_policy_transfers_to_another_network(policy, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_policy_searched_on_another_schedule_is_refused_unless_allowed(policy, tmp_path):
+def test_a_policy_brings_its_recipe_and_an_explicit_conflict_is_refused(policy, tmp_path):
+    """--policy trains on the policy's schedule where the command line does not say otherwise, and says so; an
+    explicit --set to another value stops with one line naming both, unless train.allow_schedule_mismatch."""
+    longer = tmp_path / "longer.yaml"  # the smoke config, 3 epochs instead of the policy's 2
+    longer.write_text(SMOKE.read_text().replace("optim:\n  epochs: 2\n", "optim:\n  epochs: 3\n"))
+    proc = train(tmp_path / "adopted", "--policy", policy, "--config", longer, overrides=ON_SMOKE_SCHEDULE)
+    assert "[law-train] the policy's recipe: optim.epochs=2 (was 3)" in proc.stdout
+    assert list(epochs(tmp_path / "adopted")["epoch"]) == [0, 1]
     proc = subprocess.run(train_command(tmp_path / "refused", "--policy", policy, overrides=SMALL), capture_output=True,
                           text=True, cwd=REPO, timeout=300)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
-    assert "epochs 2 (searched) vs 3 (this training)" in errors[0] and "train.allow_schedule_mismatch" in errors[0]
+    assert "--set optim.epochs=3 conflicts with policy" in errors[0] and "optim.epochs=2" in errors[0]
     assert not (tmp_path / "refused" / "train.h5").exists()
-    train(tmp_path / "allowed", "--policy", policy, overrides=SMALL
-          + ["train.allow_schedule_mismatch=true"])
+    train(tmp_path / "allowed", "--policy", policy, overrides=SMALL + ["train.allow_schedule_mismatch=true"])
     with h5py.File(tmp_path / "allowed" / "train.h5") as f:
         assert "epochs 2 (searched) vs 3" in f.attrs["schedule_mismatch"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["coteaching", "l2rw", "mwnet", "oracle", "gce", "ldam_drw"])
+@pytest.mark.parametrize("method", ["coteaching", "l2rw", "mwnet", "oracle", "gce", "ldam_drw", "confident_learning"])
 def test_peer_methods_run_in_the_same_harness(method, tmp_path):
     train(tmp_path, "--method", method, overrides=[*SMALL, "optim.epochs=1"])
     rows = epochs(tmp_path)
@@ -284,3 +291,30 @@ def test_a_val_rank_policy_data_parallel_ranks_against_the_whole_validation_set(
         torch.testing.assert_close(rule.validation_losses, whole.sort().values)
     finally:
         training.close()
+
+
+def recipe_config(*argv):
+    """The config law_hpc.train would run for these arguments, and the keys its policy's recipe changed."""
+    from law_hpc.launch import load_config_or_report
+    from law_hpc.train import parse_args, with_method_of
+    adopted: list[str] = []
+    args = parse_args(list(argv))
+    return load_config_or_report(args, with_method_of(args, adopted)), adopted
+
+
+def test_a_shipped_policy_on_the_own_data_config_adopts_its_recipe_and_explicit_keys_win():
+    cfg, adopted = recipe_config("--config", str(REPO / "configs" / "folder.yaml"), "--policy", "fmnist_noisy_mlp_gce")
+    assert (cfg.optim.epochs, list(cfg.optim.lr_decay_stages), cfg.search.warmup_stages) == (20, [10], 1)
+    assert (cfg.train.base_loss, cfg.data.augment) == ("gce", "none")
+    assert "optim.epochs=20 (was 30)" in adopted and "train.base_loss=gce (was ce)" in adopted
+    cfg, adopted = recipe_config("--config", str(REPO / "configs" / "folder.yaml"), "--policy", "fmnist_noisy_mlp_gce",
+                                 "--set", "optim.epochs=30", "--set", "train.allow_schedule_mismatch=true")
+    assert cfg.optim.epochs == 30 and cfg.train.base_loss == "gce" and not any("epochs" in a for a in adopted)
+
+
+def test_an_explicit_setting_against_the_recipe_is_one_line(capsys):
+    cfg, _ = recipe_config("--config", str(REPO / "configs" / "folder.yaml"), "--policy", "fmnist_noisy_mlp_gce",
+                           "--set", "train.base_loss=ce")
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert cfg is None and len(errors) == 1
+    assert "--set train.base_loss=ce conflicts with policy fmnist_noisy_mlp_gce" in errors[0] and "=gce" in errors[0]

@@ -9,7 +9,8 @@
 Settings (Fashion-MNIST, 10k noisy training images, 20 epochs, the schedule of the configs):
 `noisy_mlp` = 40 % symmetric noise (uniform_mix), the MLP that memorises noisy labels; `noisy` = the
 same noise, the small CNN; `longtail` = clean labels, long-tailed classes (imbalance factor 100), the
-small CNN. Every method trains on the same split, data order and lr schedule (law_hpc.train); LAW uses
+small CNN; `noisy_longtail` = 40 % symmetric noise on long-tailed classes (imbalance factor 10), the small CNN.
+Every method trains on the same split, data order and lr schedule (law_hpc.train); LAW uses
 the policy its own search found on the same setting (a search of `--searcher-episodes` searcher-episodes
 split over N_a = --search-ranks searchers), and on `noisy` also the policy searched on `noisy_mlp`
 (transfer to another network). Nothing is tuned on the test set. The markdown table (final-epoch test
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +45,9 @@ SETTINGS = {
               "title": "small CNN, 40 % symmetric label noise", "searcher_episodes": 32},
     "longtail": {"config": "fmnist_longtail.yaml",
                  "title": "small CNN, clean labels, long-tailed classes (imbalance factor 100)", "searcher_episodes": 16},
+    "noisy_longtail": {"config": "fmnist_noisy_longtail.yaml",
+                       "title": "small CNN, 40 % symmetric label noise on long-tailed classes (imbalance factor 10)",
+                       "searcher_episodes": 16},
 }
 TRANSFER = {"noisy": "noisy_mlp"}  # setting -> the setting whose searched policy it also trains with
 
@@ -173,7 +178,7 @@ def export(results: dict, search_cost: dict, rows: dict, args, folder: Path, arg
     """--export: one results file per setting (benchmark_<setting>.json) for tools/results_doc.py."""
     from results_doc import write_results
     for setting in args.settings:
-        command = "python tools/run_benchmark.py " + " ".join(without_export(argv))
+        command = "python tools/run_benchmark.py " + shlex.join(without_export(argv))
         path = write_results(folder / f"benchmark_{setting}.json", title=f"{SETTINGS[setting]['title']} (`{setting}`)",
                              command=command.strip(), columns=COLUMNS,
                              rows=setting_rows(results, search_cost, rows, setting), about=SETTING_ABOUT,

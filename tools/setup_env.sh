@@ -54,7 +54,7 @@ need_apt() {
   echo "${missing[@]:-}"
 }
 if [ "$dry_run" = 0 ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] && [ -z "$(need_apt)" ] \
-   && "$venv/bin/python" -c 'import horovod.torch, mpi4py, h5py, nvidia.dali, pandas, tensorboard, law_hpc' 2>/dev/null; then
+   && "$venv/bin/python" -c 'import horovod.torch, mpi4py, h5py, nvidia.dali, pandas, tensorboard, cleanlab, law_hpc' 2>/dev/null; then
   log "environment up to date ($venv)"
   exit 0
 fi
@@ -192,10 +192,10 @@ for other in $("$venv/bin/python" -m pip list --format=freeze 2>/dev/null | sed 
   [ "$other" = "$dali_package" ] || { log "removing $other (torch uses CUDA $(torch_cuda))"; "${pip[@]}" uninstall -y "$other"; }
 done
 "${pip[@]}" install "$dali_package==$DALI_VERSION" mpi4py h5py
-"${pip[@]}" install -e "$repo[plots,test]"
+"${pip[@]}" install -e "$repo[plots,test,peers]"
 
 # --- verify ------------------------------------------------------------------------------------
 "$venv/bin/horovodrun" --check-build
-"$venv/bin/python" -c 'import horovod.torch, mpi4py, h5py, nvidia.dali, pandas, tensorboard, law_hpc; print("[setup_env] imports ok")'
+"$venv/bin/python" -c 'import horovod.torch, mpi4py, h5py, nvidia.dali, pandas, tensorboard, cleanlab, law_hpc; print("[setup_env] imports ok")'
 echo "$stamp" > "$stamp_file"
 log "done: activate with 'source $venv/bin/activate'"

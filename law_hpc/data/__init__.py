@@ -16,6 +16,7 @@ from ..seeding import derive_seed
 from . import dali, torch_backend
 from .arrays import ArrayDataset
 from .datasets import DATASETS, load_datasets, register_dataset
+from .decoded import decoded_sources
 from .folders import Screening, trusted_folder
 from .splits import CorruptionSpec, Split, make_split
 from .types import Batch, EvalSet, Subset, TrainStream
@@ -87,6 +88,8 @@ def build_data(cfg, *, purpose: str, seed: int, rank: int, world_size: int, devi
         raise ValueError(f"unknown data purpose '{purpose}'")
     source, test_source = load_datasets(cfg)
     trusted = trusted_folder(cfg.val_root, source.classes) if cfg.val_root else None
+    source, test_source, trusted = decoded_sources(cfg, [source, test_source, trusted],
+                                                   announce=print if rank == 0 else lambda line: None)
     rng = np.random.default_rng(derive_seed(seed, "split"))
     search = purpose == "search"
     split = make_split(source.labels, source.num_classes, val_size=0 if trusted else cfg.val_size,

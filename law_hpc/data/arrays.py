@@ -20,6 +20,8 @@ class ArrayDataset:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    classes: list[str] | None = None
+    """Class names in label order (an image folder decoded into memory); None for the built-in datasets."""
 
     def __post_init__(self):
         if len(self.images) != len(self.labels):

@@ -53,6 +53,8 @@ class WeightingMethod:
     """What the method is told beyond the noisy training labels (the benchmark tables state it)."""
     Options = None
     """A dataclass of the method's options (config section methods.<name>), or None."""
+    schedule = None
+    """The training's StageSchedule (set by the test phase): for methods that train networks of their own."""
     allgather: Callable = staticmethod(lambda mine: [mine])
     """Every rank's object, in rank order (the test phase sets Horovod's): per-sample state stays alike on every
     data-parallel rank."""

@@ -7,9 +7,11 @@ it would lose to uniform training only by what validation misjudges.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
-from ..io.policy_file import resolve_policy
+from ..config import ConfigError, get_key, set_key, validate
+from ..io.policy_file import load_policy, resolve_policy
 from ..law.losses import cross_entropy
 from ..weighter import PolicyWeighter
 from .base import WeightingMethod, base_loss_of, register_method
@@ -138,3 +140,37 @@ def recipe_differences(settings, cfg) -> list[str]:
         if value != searched:
             differences.append(f"{name} {searched} (searched) vs {value} (this training)")
     return differences
+
+
+def adopt_recipe(cfg, explicit_keys) -> tuple[object, list[str]]:
+    """`cfg` (train.method=law) on the recipe its policy was searched on (PolicySettings.recipe: the schedule, base
+    loss and augmentation): every recipe key not in `explicit_keys` (the command line's --set keys) takes the
+    policy's value. A key set explicitly to another value is a ConfigError naming both, unless
+    train.allow_schedule_mismatch. Returns the new config and a `key=value (was old)` text per key it changed."""
+    try:
+        settings = load_policy(cfg.train.policy).settings
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise ConfigError(str(err)) from None
+    cfg, adopted = copy.deepcopy(cfg), []
+    for key, searched in settings.recipe().items():
+        current = get_key(cfg, key)
+        if _same(current, searched):
+            continue
+        if key in explicit_keys:
+            if not cfg.train.allow_schedule_mismatch:
+                raise ConfigError(f"--set {key}={_text(current)} conflicts with policy {cfg.train.policy}, searched "
+                                  f"with {key}={_text(searched)}: drop the --set to adopt the policy's value, or set "
+                                  "train.allow_schedule_mismatch=true to train on yours")
+            continue
+        set_key(cfg, key, searched)
+        adopted.append(f"{key}={_text(searched)} (was {_text(current)})")
+    validate(cfg)
+    return cfg, adopted
+
+
+def _same(value, searched) -> bool:
+    return list(value) == list(searched) if isinstance(value, (list, tuple)) else value == searched
+
+
+def _text(value) -> str:
+    return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, (list, tuple)) else str(value)
