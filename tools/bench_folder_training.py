@@ -23,8 +23,9 @@ import h5py
 REPO = Path(__file__).resolve().parent.parent
 MODES = {
     "in-memory arrays": ["data.dataset=fmnist"],
-    "folder, decoded once (default)": ["data.dataset=imagenet"],
-    "folder, file by file (data.decoded_cache_mb=0)": ["data.dataset=imagenet", "data.decoded_cache_mb=0"],
+    "folder, decoded once (default)": ["data.dataset=imagenet", "data.root={folder}"],
+    "folder, file by file (data.decoded_cache_mb=0)": ["data.dataset=imagenet", "data.root={folder}",
+                                                       "data.decoded_cache_mb=0"],
 }
 
 
@@ -52,13 +53,14 @@ def main(argv=None) -> int:
                         str(folder), "--per-class", str(args.per_class), "--test-per-class", "100"], check=True,
                        capture_output=True)
         total = 10 * args.per_class
-        common = [f"data.root={folder}", "data.image_size=28", "data.augment=none", f"data.train_size={total - 500}",
+        common = ["data.image_size=28", "data.augment=none", f"data.train_size={total - 500}",
                   "data.val_size=500", "data.test_size=1000", f"optim.epochs={args.epochs}", "threads_per_rank=1",
                   "data.num_workers=1", "model.name=mlp"]
         best = {mode: 0.0 for mode in MODES}
         for repeat in range(args.repeats):
             for index, (mode, overrides) in enumerate(MODES.items()):
                 run_dir = Path(tmp) / f"{repeat}-{index}"
+                overrides = [override.format(folder=folder) for override in overrides]
                 best[mode] = max(best[mode], train_throughput(run_dir, common + overrides))
     arrays = best["in-memory arrays"]
     print(f"MLP, 28 px, {total} training images, augment none, one thread; best epoch of {args.repeats} repeats\n")
