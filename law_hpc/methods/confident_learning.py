@@ -81,7 +81,10 @@ class ConfidentLearning(WeightingMethod):
         # samples on every rank (one rank: its own).
         probabilities = np.mean(self.allgather(probabilities.astype(np.float32)), axis=0).astype(np.float64)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
-        return torch.from_numpy(np.asarray(find_label_issues(labels, probabilities, filter_by=self.filter_by), bool))
+        # n_jobs=1: cleanlab's default forks a pool per physical core, and a fork of a process whose torch threads
+        # are running can deadlock (it hung CI); one process per class loop costs milliseconds here.
+        flagged = find_label_issues(labels, probabilities, filter_by=self.filter_by, n_jobs=1)
+        return torch.from_numpy(np.asarray(flagged, bool))
 
     def check_folds(self, labels: np.ndarray) -> None:
         """Every class with a sample must have one in every fold: otherwise its network never sees it."""
