@@ -84,6 +84,8 @@ def resolve_methods(cfg: Config) -> None:
                           f"{', '.join(name for name in list_methods() if METHODS[name].Options is not None)})")
     cfg.methods = {name: dataclasses.asdict(METHODS[name].options(cfg)) for name in list_methods()
                    if METHODS[name].Options is not None}
+    for peer in cfg.methods["law"]["guard_peers"]:
+        _check("methods.law.guard_peers", peer, [name for name in METHODS if name != "law"])
 
 
 def checked(cfg: Config) -> Config:

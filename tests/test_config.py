@@ -79,6 +79,8 @@ def test_set_overrides_with_types():
     ("methods.gce.qq=0.5", "methods.gce.qq"),
     ("methods.gce.q=half", "methods.gce.q"),
     ("methods.nomethod.x=1", "methods.nomethod"),
+    ("methods.law.guard_peers=[gce,nomethod]", "methods.law.guard_peers"),
+    ("methods.law.guard_peers=[law]", "methods.law.guard_peers"),  # the guard's peers are other methods
 ])
 def test_bad_overrides_name_the_key(assignment, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):

@@ -240,12 +240,35 @@ def test_a_uniform_guard_evaluates_whichever_network_validates_better(tmp_path):
 
 
 @pytest.mark.slow
+def test_guard_peers_join_the_candidates_and_the_best_on_validation_is_evaluated(tmp_path):
+    """methods.law.guard_peers=[gce] trains GCE's network beside the policy's and the uniform twin, each as its own
+    run would: each epoch's validation accuracy is the best of the three runs', its test accuracy that network's."""
+    policy = constant_val_rank_policy(tmp_path / "policy.h5")
+    overrides = ON_SMOKE_SCHEDULE + ["optim.epochs=4", "train.allow_schedule_mismatch=true"]
+    train(tmp_path / "policy", "--policy", policy, overrides=overrides)
+    train(tmp_path / "uniform", "--method", "uniform", overrides=overrides)
+    train(tmp_path / "gce", "--method", "gce", overrides=overrides)
+    proc = train(tmp_path / "guarded", "--policy", policy,
+                 overrides=overrides + ["methods.law.uniform_guard=true", "methods.law.guard_peers=[gce]"])
+    runs = [epochs(tmp_path / name) for name in ("policy", "uniform", "gce")]
+    guarded = epochs(tmp_path / "guarded")
+    validation = np.stack([run["val_acc"] for run in runs])
+    chosen = validation.argmax(axis=0)  # the first of equals, as the guard
+    assert np.array_equal(guarded["val_acc"], validation.max(axis=0))
+    assert np.array_equal(guarded["test_acc"], np.stack([run["test_acc"] for run in runs])[chosen, range(4)])
+    name = ("policy", "uniform twin", "gce")[chosen[-1]]
+    assert f"guard: {name} (validation policy {runs[0]['val_acc'][-1]:.4f}, uniform twin " in proc.stdout
+    assert f"gce {runs[2]['val_acc'][-1]:.4f})" in proc.stdout
+
+
+@pytest.mark.slow
 def test_a_law_training_stopped_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
     """The weighter's stage state (l_smooth, acc_smooth, the stage's loss sums, the validation losses of a val_rank
-    policy) and the uniform guard's twin come back from a mid-epoch checkpoint."""
+    policy), the uniform guard's twin and a guard peer (ELR, with its targets) come back from a mid-epoch
+    checkpoint."""
     policy = constant_val_rank_policy(tmp_path / "policy.h5")
     longer = ["data.train_size=16000", "data.test_size=500", "threads_per_rank=1", "stop_check_iterations=1",
-              "methods.law.uniform_guard=true"]
+              "methods.law.uniform_guard=true", "methods.law.guard_peers=[elr]"]  # ELR's targets: per-sample state
     full = tmp_path / "full"
     train(full, "--policy", policy, overrides=longer)  # epochs of seconds: a stop can land inside one
     stopped = tmp_path / "stopped"

@@ -3,18 +3,21 @@
 With `methods.law.uniform_guard` a second network trains unweighted beside it, from the same initialisation on the
 same batches (the search's reference network, Algorithm 2), and at every epoch end the one with the better validation
 accuracy is evaluated and exported: a shipped policy used without a search then trains two networks, and ends where
-it would lose to uniform training only by what validation misjudges.
+it would lose to uniform training only by what validation misjudges. `methods.law.guard_peers` adds peer methods'
+trainings (e.g. GCE, ELR) to the candidates, so the guarded run also ends no lower than the best of them by more than
+validation misjudges (each costs one more network).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 from ..config import ConfigError, get_key, set_key, validate
 from ..io.policy_file import load_policy, resolve_policy
 from ..law.losses import cross_entropy
 from ..weighter import PolicyWeighter
-from .base import WeightingMethod, base_loss_of, register_method
+from .base import METHODS, WeightingMethod, base_loss_of, register_method
 
 
 @register_method
@@ -30,6 +33,10 @@ class LawPolicy(WeightingMethod):
         """Train an unweighted twin network beside the policy's (about 1.5x the CPU time) and evaluate and
         export whichever has the better validation accuracy at each epoch end: for a shipped policy used without a
         search, where it may lose to uniform training (README, Transfer)."""
+        guard_peers: list[str] = dataclasses.field(default_factory=list)
+        """Peer methods (names of --method, e.g. [gce, elr]) trained beside the policy's network, each on the same
+        batches from the same initialisation; the evaluated network is the best on validation among the policy's,
+        the uniform twin (with uniform_guard) and these. One network more per peer."""
 
     def __init__(self, policy_path, class_counts, total_epochs: float, iterations_per_epoch: int,
                  base_loss=cross_entropy, uniform_guard: bool = False):
@@ -40,16 +47,20 @@ class LawPolicy(WeightingMethod):
         self.iterations_per_epoch = iterations_per_epoch
         self.total_steps = round(total_epochs * iterations_per_epoch)
         self.schedule_differences: list[str] = []
-        self.uniform_guard = uniform_guard
-        self.uniform_model = self.uniform_optimizer = None  # the guard's unweighted twin
-        self.guard_accuracies: tuple[float, float] | None = None  # (policy's, twin's) last validation accuracies
+        self.guard_twins: dict[str, WeightingMethod] = {}  # the guard's candidates beside the policy's network
+        if uniform_guard:  # the base loss unweighted, as the search's reference network
+            self.guard_twins["uniform twin"] = BaseLossTwin(base_loss)
+        self.guard_accuracies: dict[str, float] | None = None  # the candidates' last validation accuracies
 
     @classmethod
     def from_config(cls, cfg, data) -> "LawPolicy":
         if not cfg.train.policy:
             raise ValueError("train.method=law needs a searched policy: --policy RUN/policy.h5 (or train.policy)")
+        options = cls.options(cfg)
         method = cls(cfg.train.policy, data.train_label_counts, cfg.optim.epochs, data.train.batches_per_epoch,
-                     base_loss_of(cfg, data.train_label_counts), cls.options(cfg).uniform_guard)
+                     base_loss_of(cfg, data.train_label_counts), options.uniform_guard)
+        for name in options.guard_peers:  # names checked at launch (registry.resolve_methods)
+            method.guard_twins[name] = METHODS[name].from_config(cfg, data)
         method.schedule_differences = recipe_differences(method.weighter.settings, cfg)
         if method.schedule_differences and not cfg.train.allow_schedule_mismatch:
             raise ValueError(f"{cfg.train.policy} was searched on another schedule ("
@@ -59,43 +70,47 @@ class LawPolicy(WeightingMethod):
 
     def setup(self, model_factory, optimizer_factory, device) -> None:
         super().setup(model_factory, optimizer_factory, device)
-        if self.uniform_guard:  # the same initialisation as the policy's network and as `--method uniform`
-            self.uniform_model = model_factory().to(device)
-            self.uniform_optimizer = optimizer_factory(self.uniform_model)
+        for twin in self.guard_twins.values():  # the same initialisation as the policy's network and `--method X`
+            twin.allgather, twin.schedule = self.allgather, self.schedule
+            twin.setup(model_factory, optimizer_factory, device)
 
     @property
     def optimizers(self) -> list:
-        return [self.optimizer] + ([self.uniform_optimizer] if self.uniform_guard else [])
+        return [self.optimizer] + [opt for twin in self.guard_twins.values() for opt in twin.optimizers]
 
     def train_step(self, batch, epoch, val_batch_fn):
         result = super().train_step(batch, epoch, val_batch_fn)
-        if self.uniform_guard:  # the twin: the base loss unweighted, as the search's reference network
-            self.uniform_model.train()
-            loss = self.base_loss(self.uniform_model(batch.images), batch.labels).mean()
-            self.uniform_optimizer.zero_grad()
-            loss.backward()
-            self.uniform_optimizer.step()
+        for twin in self.guard_twins.values():  # each as its own `--method` would step on this batch
+            twin.train_step(batch, epoch, val_batch_fn)
         return result
 
     def choose_eval_model(self, val_accuracy_of) -> float | None:
-        if not self.uniform_guard:
+        if not self.guard_twins:
             return None
-        self.guard_accuracies = (val_accuracy_of(self.model), val_accuracy_of(self.uniform_model))
-        return max(self.guard_accuracies)
+        self.guard_accuracies = {"policy": val_accuracy_of(self.model)}
+        for name, twin in self.guard_twins.items():
+            self.guard_accuracies[name] = val_accuracy_of(twin.eval_model())
+        return max(self.guard_accuracies.values())
+
+    def chosen(self) -> str:
+        """The guard's candidate with the best validation accuracy (the first of equals: the policy's on a tie)."""
+        if self.guard_accuracies is None:
+            return "policy"
+        return max(self.guard_accuracies, key=self.guard_accuracies.get)
 
     def eval_model(self):
-        chosen_twin = self.guard_accuracies is not None and self.guard_accuracies[1] > self.guard_accuracies[0]
-        return self.uniform_model if chosen_twin else self.model
+        chosen = self.chosen()
+        return self.model if chosen == "policy" else self.guard_twins[chosen].eval_model()
 
     def status(self) -> str:
         if self.guard_accuracies is None:
             return ""
-        policy_acc, twin_acc = self.guard_accuracies
-        chosen = "uniform twin" if self.eval_model() is self.uniform_model else "policy"
-        return f"guard: {chosen} (validation policy {policy_acc:.4f}, uniform twin {twin_acc:.4f})"
+        accuracies = ", ".join(f"{name} {accuracy:.4f}" for name, accuracy in self.guard_accuracies.items())
+        return f"guard: {self.chosen()} (validation {accuracies})"
 
     def log_attributes(self) -> dict:
-        return {"policy": self.policy_path, "uniform_guard": self.uniform_guard,
+        return {"policy": self.policy_path, "uniform_guard": "uniform twin" in self.guard_twins,
+                "guard_peers": " ".join(name for name in self.guard_twins if name != "uniform twin"),
                 "schedule_mismatch": "; ".join(self.schedule_differences),
                 "policy_validation_gap": float(self.weighter.outcome.get("validation_gap", float("nan")))}
 
@@ -125,9 +140,22 @@ class LawPolicy(WeightingMethod):
 
     def stateful(self) -> dict:
         state = {**super().stateful(), "weighter": self.weighter}
-        if self.uniform_guard:
-            state.update(uniform_model=self.uniform_model, uniform_optimizer=self.uniform_optimizer)
+        for name, twin in self.guard_twins.items():
+            if name == "uniform twin":  # the keys of checkpoints written before guard_peers existed
+                state.update(uniform_model=twin.model, uniform_optimizer=twin.optimizer)
+            else:
+                state[f"guard_{name}"] = twin
         return state
+
+
+class BaseLossTwin(WeightingMethod):
+    """The uniform guard's twin: the policy's base loss (train.base_loss), unweighted."""
+
+    def __init__(self, base_loss):
+        self.base_loss = base_loss
+
+    def per_sample_loss(self, logits, batch):
+        return self.base_loss(logits, batch.labels)
 
 
 def recipe_differences(settings, cfg) -> list[str]:
