@@ -16,9 +16,9 @@ search: setup
 		$(PY) -m law_hpc.search $(ARGS)
 
 # Every test (what CI runs), on 2 workers, each module on one (tests/conftest.py). `make test-fast`: those
-# that launch no process, for the inner loop.
+# that launch no process, for the inner loop. The slowest 15 tests are listed at the end of a run.
 test: setup
-	$(PY) -m pytest tests -q -ra -n 2 --dist loadfile
+	$(PY) -m pytest tests -q -ra -n 2 --dist loadfile --durations=15
 
 test-fast: setup
 	$(PY) -m pytest tests -q -ra -m "not slow"

@@ -159,11 +159,12 @@ def test_a_job_requeued_as_often_as_law_max_requeues_allows_fails_saying_why(slu
 # PAUSE_STEP, mid stage 1, until the signal has come (the pause hook of law_hpc/engine/steps.py): the stop then
 # falls inside a stage by construction, however loaded the machine (a stage end coinciding with the signal made
 # the stop a stage-boundary one). Each run of the job trains until the signal, checkpoints, exits 75 and is
-# requeued, until it is done.
+# requeued, until it is done. The pause makes the first run last until the signal whatever the episode's length, so
+# the episode is short (stages of 600 iterations): the requeued run usually finishes it within its own limit.
 TIME_LIMIT = ["--time=1", "--signal=B:USR1@10"]
-LONGER_THAN_THE_LIMIT = ["search.episodes=1", "search.stages=2", "search.warmup_stages=1", "optim.epochs=600",
+LONGER_THAN_THE_LIMIT = ["search.episodes=1", "search.stages=2", "search.warmup_stages=1", "optim.epochs=150",
                          "optim.lr_decay_stages=[2]", "stop_check_seconds=1"]
-PAUSE_STEP = 1200
+PAUSE_STEP = 300
 
 
 def test_job_at_its_time_limit_checkpoints_mid_stage_requeues_resumes_and_finishes(slurm_env, tmp_path):
