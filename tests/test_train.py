@@ -220,29 +220,11 @@ def constant_val_rank_policy(path):
 
 
 @pytest.mark.slow
-def test_a_uniform_guard_evaluates_whichever_network_validates_better(tmp_path):
-    """With methods.law.uniform_guard the policy's network trains as without it, its twin as `--method uniform`,
-    and each epoch's row (and model file) is the one with the better validation accuracy."""
+def test_the_guard_evaluates_whichever_candidate_validates_best(tmp_path):
+    """methods.law.uniform_guard with guard_peers=[gce]: the policy's network trains as without the guard, the twin
+    as `--method uniform` and GCE's network as `--method gce` would; each epoch's validation accuracy is the best of
+    the three runs', its test accuracy (and model file) that network's."""
     from law_hpc.models import load
-    policy = constant_val_rank_policy(tmp_path / "policy.h5")
-    overrides = ON_SMOKE_SCHEDULE + ["optim.epochs=4", "train.allow_schedule_mismatch=true"]
-    train(tmp_path / "policy", "--policy", policy, overrides=overrides)
-    train(tmp_path / "uniform", "--method", "uniform", overrides=overrides)
-    proc = train(tmp_path / "guarded", "--policy", policy, overrides=overrides + ["methods.law.uniform_guard=true"])
-    weighted, uniform, guarded = (epochs(tmp_path / name) for name in ("policy", "uniform", "guarded"))
-    twin_wins = uniform["val_acc"] > weighted["val_acc"]
-    assert np.array_equal(guarded["val_acc"], np.maximum(weighted["val_acc"], uniform["val_acc"]))
-    assert np.array_equal(guarded["test_acc"], np.where(twin_wins, uniform["test_acc"], weighted["test_acc"]))
-    assert np.array_equal(guarded["weight_std"], weighted["weight_std"]) and weighted["weight_std"][-1] > 0.1
-    chosen = "uniform twin" if twin_wins[-1] else "policy"
-    assert f"guard: {chosen} (validation policy {weighted['val_acc'][-1]:.4f}" in proc.stdout
-    assert load(tmp_path / "guarded" / "model.pt").law_hpc_info["note"].startswith(f"guard: {chosen} ")
-
-
-@pytest.mark.slow
-def test_guard_peers_join_the_candidates_and_the_best_on_validation_is_evaluated(tmp_path):
-    """methods.law.guard_peers=[gce] trains GCE's network beside the policy's and the uniform twin, each as its own
-    run would: each epoch's validation accuracy is the best of the three runs', its test accuracy that network's."""
     policy = constant_val_rank_policy(tmp_path / "policy.h5")
     overrides = ON_SMOKE_SCHEDULE + ["optim.epochs=4", "train.allow_schedule_mismatch=true"]
     train(tmp_path / "policy", "--policy", policy, overrides=overrides)
@@ -256,9 +238,11 @@ def test_guard_peers_join_the_candidates_and_the_best_on_validation_is_evaluated
     chosen = validation.argmax(axis=0)  # the first of equals, as the guard
     assert np.array_equal(guarded["val_acc"], validation.max(axis=0))
     assert np.array_equal(guarded["test_acc"], np.stack([run["test_acc"] for run in runs])[chosen, range(4)])
+    assert np.array_equal(guarded["weight_std"], runs[0]["weight_std"]) and runs[0]["weight_std"][-1] > 0.1
     name = ("policy", "uniform twin", "gce")[chosen[-1]]
     assert f"guard: {name} (validation policy {runs[0]['val_acc'][-1]:.4f}, uniform twin " in proc.stdout
     assert f"gce {runs[2]['val_acc'][-1]:.4f})" in proc.stdout
+    assert load(tmp_path / "guarded" / "model.pt").law_hpc_info["note"].startswith(f"guard: {name} ")
 
 
 @pytest.mark.slow
