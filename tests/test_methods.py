@@ -257,6 +257,50 @@ def test_coteaching_each_network_trains_on_its_peers_small_loss_samples():
     assert method.eval_model() is method.model
 
 
+def test_noise_rate_estimate_inverts_symmetric_flips():
+    from law_hpc.methods.coteaching import classwise_noise_rate, noise_rate_estimate
+    accuracy, rate, classes = 0.8, 0.4, 10
+    agreement = accuracy * (1 - rate) + (1 - accuracy) * rate / (classes - 1)
+    assert noise_rate_estimate(agreement, accuracy, classes) == pytest.approx(rate)
+    assert noise_rate_estimate(0.05, 0.1, classes) == 0.0  # a network at chance: no estimate
+    assert noise_rate_estimate(0.0, 1.0, classes) == 0.9  # clipped
+    # a long tail: the head class (90 % of the labels, 20 % flipped, known well) against a tail class
+    # (50 % flipped, known less); one balanced accuracy would misjudge both
+    evidence = torch.tensor([[900.0, 100.0], [720.0, 30.0], [100.0, 100.0], [90.0, 60.0]])
+    head = noise_rate_estimate(0.8, 0.9, 2)
+    tail = noise_rate_estimate(0.3, 0.6, 2)
+    assert classwise_noise_rate(evidence) == pytest.approx(0.9 * head + 0.1 * tail)
+
+
+def test_coteaching_estimates_the_rate_of_flipped_labels_in_epoch_two_and_keeps_it_in_checkpoints():
+    """A network right on every clean label (lr 0: it stays so) meets labels of which 30 % were flipped: the
+    estimate is 0.3; nothing is dropped before it, it survives a checkpoint, and the told rate is unused."""
+    no_step = lambda model, optimizer=None: optimizer or torch.optim.SGD(model.parameters(), lr=0.0)  # noqa: E731
+    method = set_up(create_method("coteaching", forget_rate=0.5, estimate_forget_rate=True, num_classes=NUM_CLASSES),
+                    optimizer=no_step)
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randn(100, 1, 3, 4, generator=generator)
+    with torch.no_grad():
+        true_labels = method.model(images).argmax(1)
+    flipped = torch.arange(100) % 10 < 3
+    given = torch.where(flipped, (true_labels + 1) % NUM_CLASSES, true_labels)
+    assert step(method, (images, given), epoch=0.5).weights.sum() == 100  # nothing dropped: rate unknown yet
+    for first in range(0, 100, 20):  # epoch 2 counts, a validation batch per step
+        part = slice(first, first + 20)
+        step(method, (images[part], given[part]), epoch=1.0 + first / 100, val=(images[part], true_labels[part]))
+    half_way = roundtrip(method.state_dict())
+    assert method.status() == "forget rate: estimating"
+    method.choose_eval_model(None)
+    assert method.forget_rate == pytest.approx(0.3) and method.status() == "forget rate 0.300, estimated"
+    restored = set_up(create_method("coteaching", estimate_forget_rate=True, num_classes=NUM_CLASSES))
+    restored.load_state_dict(roundtrip(method.state_dict()))
+    assert restored.forget_rate == pytest.approx(0.3) and restored.keep_rate(10.0) == pytest.approx(0.7)
+    resumed = set_up(create_method("coteaching", estimate_forget_rate=True, num_classes=NUM_CLASSES))
+    resumed.load_state_dict(half_way)  # stopped inside epoch 2: the counts came back
+    resumed.choose_eval_model(None)
+    assert resumed.forget_rate == pytest.approx(0.3)
+
+
 # ---------------------------------------------------------------- L2RW
 
 def per_sample_gradient(model, images, labels):

@@ -151,9 +151,15 @@ def test_data_parallel_two_ranks_resume_after_preemption_equals_uninterrupted(tm
 
 @pytest.mark.slow
 def test_two_network_method_data_parallel(tmp_path):
-    """Co-teaching's two DistributedOptimizers under horovodrun: distinct allreduce names, ranks agree."""
-    train(tmp_path, "--method", "coteaching", ranks=2, overrides=[*SMALL, "optim.epochs=1"])
-    assert len(epochs(tmp_path)["epoch"]) == 1
+    """Co-teaching's two DistributedOptimizers under horovodrun: distinct allreduce names, ranks agree; the noise
+    rate it estimates from both ranks' counts of epoch 2 drives the rest (3 epochs)."""
+    proc = train(tmp_path, "--method", "coteaching", ranks=2,
+                 overrides=[*SMALL, "methods.coteaching.estimate_forget_rate=true"])
+    assert len(epochs(tmp_path)["epoch"]) == 3
+    lines = [line for line in proc.stdout.splitlines() if "forget rate" in line]
+    assert "estimating" in lines[0] and ", estimated" in lines[-1], proc.stdout[-2000:]
+    rate = float(lines[-1].split("forget rate ")[1].split()[0])
+    assert 0.0 < rate <= 0.9 and np.mean(epochs(tmp_path)["weight_mean"][2:]) < 1.0  # it drops samples
 
 
 def evaluate_checkpoint_on_one_rank(run_dir, tmp_path) -> tuple[float, float]:

@@ -88,8 +88,9 @@ class LawPolicy(WeightingMethod):
         if not self.guard_twins:
             return None
         self.guard_accuracies = {"policy": val_accuracy_of(self.model)}
-        for name, twin in self.guard_twins.items():
-            self.guard_accuracies[name] = val_accuracy_of(twin.eval_model())
+        for name, twin in self.guard_twins.items():  # a twin that evaluates for itself returns its accuracy
+            accuracy = twin.choose_eval_model(val_accuracy_of)
+            self.guard_accuracies[name] = val_accuracy_of(twin.eval_model()) if accuracy is None else accuracy
         return max(self.guard_accuracies.values())
 
     def chosen(self) -> str:
@@ -137,6 +138,8 @@ class LawPolicy(WeightingMethod):
     def pool_ranks(self) -> None:
         """The ranks' stage-loss sums pooled (a mean, linear: pooling inside a stage changes nothing at its end)."""
         self.weighter.pool_stage_loss(self.allgather)
+        for twin in self.guard_twins.values():
+            twin.pool_ranks()
 
     def stateful(self) -> dict:
         state = {**super().stateful(), "weighter": self.weighter}
