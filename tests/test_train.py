@@ -227,27 +227,30 @@ def constant_val_rank_policy(path):
 
 @pytest.mark.slow
 def test_the_guard_evaluates_whichever_candidate_validates_best(tmp_path):
-    """methods.law.uniform_guard with guard_peers=[gce]: the policy's network trains as without the guard, the twin
-    as `--method uniform` and GCE's network as `--method gce` would; each epoch's validation accuracy is the best of
-    the three runs', its test accuracy (and model file) that network's."""
+    """methods.law.uniform_guard with guard_peers=[gce, coteaching]: the policy's network trains as without the
+    guard, the twin as `--method uniform`, GCE's network as `--method gce` and Co-teaching's (estimating its forget
+    rate at the end of epoch 2) as `--method coteaching` would; each epoch's validation accuracy is the best of the
+    four runs', its test accuracy (and model file) that network's."""
     from law_hpc.models import load
     policy = constant_val_rank_policy(tmp_path / "policy.h5")
-    overrides = ON_SMOKE_SCHEDULE + ["optim.epochs=4", "train.allow_schedule_mismatch=true"]
+    overrides = ON_SMOKE_SCHEDULE + ["optim.epochs=4", "train.allow_schedule_mismatch=true",
+                                     "methods.coteaching.estimate_forget_rate=true"]
     train(tmp_path / "policy", "--policy", policy, overrides=overrides)
     train(tmp_path / "uniform", "--method", "uniform", overrides=overrides)
     train(tmp_path / "gce", "--method", "gce", overrides=overrides)
-    proc = train(tmp_path / "guarded", "--policy", policy,
-                 overrides=overrides + ["methods.law.uniform_guard=true", "methods.law.guard_peers=[gce]"])
-    runs = [epochs(tmp_path / name) for name in ("policy", "uniform", "gce")]
+    assert "estimated" in train(tmp_path / "coteaching", "--method", "coteaching", overrides=overrides).stdout
+    proc = train(tmp_path / "guarded", "--policy", policy, overrides=overrides + [
+        "methods.law.uniform_guard=true", "methods.law.guard_peers=[gce,coteaching]"])
+    runs = [epochs(tmp_path / name) for name in ("policy", "uniform", "gce", "coteaching")]
     guarded = epochs(tmp_path / "guarded")
     validation = np.stack([run["val_acc"] for run in runs])
     chosen = validation.argmax(axis=0)  # the first of equals, as the guard
     assert np.array_equal(guarded["val_acc"], validation.max(axis=0))
     assert np.array_equal(guarded["test_acc"], np.stack([run["test_acc"] for run in runs])[chosen, range(4)])
     assert np.array_equal(guarded["weight_std"], runs[0]["weight_std"]) and runs[0]["weight_std"][-1] > 0.1
-    name = ("policy", "uniform twin", "gce")[chosen[-1]]
+    name = ("policy", "uniform twin", "gce", "coteaching")[chosen[-1]]
     assert f"guard: {name} (validation policy {runs[0]['val_acc'][-1]:.4f}, uniform twin " in proc.stdout
-    assert f"gce {runs[2]['val_acc'][-1]:.4f})" in proc.stdout
+    assert f"gce {runs[2]['val_acc'][-1]:.4f}, coteaching {runs[3]['val_acc'][-1]:.4f})" in proc.stdout
     assert load(tmp_path / "guarded" / "model.pt").law_hpc_info["note"].startswith(f"guard: {name} ")
 
 
