@@ -158,7 +158,7 @@ def test_two_network_method_data_parallel(tmp_path):
     assert len(epochs(tmp_path)["epoch"]) == 3
     lines = [line for line in proc.stdout.splitlines() if "forget rate" in line]
     assert "estimating" in lines[0] and ", estimated" in lines[-1], proc.stdout[-2000:]
-    rate = float(lines[-1].split("forget rate ")[1].split()[0])
+    rate = float(lines[-1].split("forget rate ")[1].split(",")[0])
     assert 0.0 < rate <= 0.9 and np.mean(epochs(tmp_path)["weight_mean"][2:]) < 1.0  # it drops samples
 
 
