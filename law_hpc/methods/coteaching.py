@@ -121,10 +121,10 @@ class CoTeaching(WeightingMethod):
             self.rate_evidence[row] += torch.bincount(counted, minlength=classes).cpu().double()
 
     def choose_eval_model(self, val_accuracy_of) -> None:
-        """At the end of epoch RATE_EPOCH (a collective): the forget rate from every rank's counts."""
+        """The epoch-end hook (a collective): after epoch RATE_EPOCH, the forget rate from every rank's counts."""
         if self.estimates_rate and not self.rate_estimated and self.rate_evidence[0].sum() > 0:
-            everyone = self.allgather(self.rate_evidence.tolist())
-            self.forget_rate = classwise_noise_rate(torch.tensor(everyone, dtype=torch.float64).sum(0))
+            self.pool_ranks()
+            self.forget_rate = classwise_noise_rate(self.rate_evidence)
             self.rate_estimated = True
         return None
 

@@ -88,7 +88,7 @@ class LawPolicy(WeightingMethod):
         if not self.guard_twins:
             return None
         self.guard_accuracies = {"policy": val_accuracy_of(self.model)}
-        for name, twin in self.guard_twins.items():  # a twin that evaluates for itself returns its accuracy
+        for name, twin in self.guard_twins.items():  # each twin's epoch-end hook runs, as under --method
             accuracy = twin.choose_eval_model(val_accuracy_of)
             self.guard_accuracies[name] = val_accuracy_of(twin.eval_model()) if accuracy is None else accuracy
         return max(self.guard_accuracies.values())
