@@ -86,3 +86,17 @@ def test_elr_targets_follow_the_predictions_and_without_lambda_it_is_cross_entro
     assert (loss < losses.cross_entropy(logits, labels)).all()  # log(1 - <t, p>) < 0: agreeing lowers the loss
     plain = create_method("elr", train_size=10, num_classes=3, lam=0.0)
     torch.testing.assert_close(plain.per_sample_loss(logits, samples), losses.cross_entropy(logits, labels))
+
+
+def test_elr_with_tau_adjusts_its_cross_entropy_on_a_long_tail_and_is_plain_elr_on_balanced_classes():
+    images, labels = batch(5)
+    samples = Batch(images, labels, torch.arange(10))
+    counts = [60, 30, 10]
+    adjusted = set_up(create_method("elr", train_size=10, num_classes=3, lam=0.0, tau=1.0, class_counts=counts),
+                      model_factory)
+    logits = adjusted.model(images)
+    torch.testing.assert_close(adjusted.per_sample_loss(logits, samples),
+                               losses.logit_adjusted(logits, labels, losses.log_prior(counts), 1.0))
+    balanced = create_method("elr", train_size=10, num_classes=3, lam=3.0, tau=1.0, class_counts=[20, 20, 20])
+    plain = create_method("elr", train_size=10, num_classes=3, lam=3.0)
+    assert torch.equal(balanced.per_sample_loss(logits, samples), plain.per_sample_loss(logits, samples))

@@ -50,14 +50,17 @@ def ldam(logits: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, scal
     return F.cross_entropy(scale * shifted, labels, reduction="none")
 
 
-def early_learning_regularized(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, lam: float):
+def early_learning_regularized(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, lam: float,
+                               logit_shift: torch.Tensor | None = None):
     """ELR loss (Liu et al. 2020, Eq. 6): CE + lambda log(1 - <t_i, p_i>), t_i the running average of the
     network's own predictions (the targets, detached). The term pulls p_i towards t_i, what the network
-    predicted while it was still learning clean patterns, and away from memorising a wrong label."""
+    predicted while it was still learning clean patterns, and away from memorising a wrong label.
+    `logit_shift` (tau log pi, or None) moves the CE term's logits only, as the logit-adjusted loss does."""
     probabilities = F.softmax(logits, dim=1).clamp(1e-4, 1 - 1e-4)
     probabilities = probabilities / probabilities.sum(dim=1, keepdim=True)
     agreement = (targets.to(logits) * probabilities).sum(dim=1)
-    return F.cross_entropy(logits, labels, reduction="none") + lam * torch.log1p(-agreement)
+    ce_logits = logits if logit_shift is None else logits + logit_shift.to(logits)
+    return F.cross_entropy(ce_logits, labels, reduction="none") + lam * torch.log1p(-agreement)
 
 
 BASE_LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "gce")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..law.losses import early_learning_regularized
+from ..law.losses import early_learning_regularized, log_prior
 from .base import WeightingMethod, register_method
 
 
@@ -28,22 +28,30 @@ class EarlyLearningRegularization(WeightingMethod):
         """beta of the targets' running average."""
         lam: float = 3.0
         """lambda, the strength of the regulariser."""
+        tau: float = 0.0
+        """Logit adjustment of the cross-entropy term, -log softmax(z + tau log pi)_y (as methods.logit_adjusted):
+        0 = the paper's ELR; 1 learns the balanced posterior on long-tailed classes. Balanced classes: no change."""
 
-    def __init__(self, train_size: int, num_classes: int, beta: float = 0.7, lam: float = 3.0):
+    def __init__(self, train_size: int, num_classes: int, beta: float = 0.7, lam: float = 3.0, tau: float = 0.0,
+                 class_counts=None):
         if not 0.0 <= beta < 1.0 or lam < 0:
             raise ValueError(f"elr needs 0 <= beta < 1 and lambda >= 0, got beta {beta}, lambda {lam}")
         self.beta, self.lam = float(beta), float(lam)
         self.targets = torch.zeros(train_size, num_classes)
+        # tau log pi; None where it is a constant (balanced classes), so such a run is plain ELR to the bit
+        balanced = class_counts is None or len(set(np.asarray(class_counts).tolist())) == 1
+        self.logit_shift = None if tau == 0 or balanced else float(tau) * log_prior(class_counts)
 
     @classmethod
     def from_config(cls, cfg, data) -> "EarlyLearningRegularization":
         options = cls.options(cfg)
-        return cls(int(data.train_label_counts.sum()), data.num_classes, options.beta, options.lam)
+        return cls(int(data.train_label_counts.sum()), data.num_classes, options.beta, options.lam, options.tau,
+                   data.train_label_counts)
 
     def per_sample_loss(self, logits, batch):
         index = batch.index.cpu()
         self.update_targets(index, logits.detach())
-        return early_learning_regularized(logits, batch.labels, self.targets[index], self.lam)
+        return early_learning_regularized(logits, batch.labels, self.targets[index], self.lam, self.logit_shift)
 
     def update_targets(self, index: torch.Tensor, logits: torch.Tensor) -> None:
         """t_i <- beta t_i + (1 - beta) p_i for the batch of every rank (the same on each)."""
