@@ -328,6 +328,19 @@ def test_a_shipped_policy_on_the_own_data_config_adopts_its_recipe_and_explicit_
     assert cfg.optim.epochs == 30 and cfg.train.base_loss == "gce" and not any("epochs" in a for a in adopted)
 
 
+def test_the_default_preset_is_the_shipped_policy_with_its_guard_and_explicit_keys_win():
+    from law_hpc.io.policy_file import load_policy
+    cfg, adopted = recipe_config("--config", str(REPO / "configs" / "folder.yaml"), "--policy", "default")
+    assert cfg.train.base_loss == "gce" and "train.base_loss=gce (was ce)" in adopted  # the policy's recipe
+    law, elr = cfg.methods["law"], cfg.methods["elr"]
+    assert (law["uniform_guard"], list(law["guard_peers"]), elr["tau"]) == (True, ["elr", "logit_adjusted"], 1.0)
+    assert "methods.law.guard_peers=[elr, logit_adjusted] (was [])" in adopted and "methods.elr.tau=1.0 (was 0.0)" in adopted
+    assert load_policy("default").path == load_policy("fmnist_noisy_mlp_gce").path
+    cfg, adopted = recipe_config("--config", str(REPO / "configs" / "folder.yaml"), "--policy", "default",
+                                 "--set", "methods.law.guard_peers=[gce]")
+    assert list(cfg.methods["law"]["guard_peers"]) == ["gce"] and not any("guard_peers" in a for a in adopted)
+
+
 def test_an_explicit_setting_against_the_recipe_is_one_line(capsys):
     cfg, _ = recipe_config("--config", str(REPO / "configs" / "folder.yaml"), "--policy", "fmnist_noisy_mlp_gce",
                            "--set", "train.base_loss=ce")

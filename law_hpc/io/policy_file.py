@@ -85,8 +85,19 @@ def _plain(value):
 
 
 def shipped_policies() -> list[str]:
-    """Names of the shipped policies (`--policy NAME` takes them)."""
-    return sorted(path.stem for path in SHIPPED_POLICIES.glob("*.h5"))
+    """Names of the shipped policies and presets (`--policy NAME` takes them)."""
+    return sorted([path.stem for path in SHIPPED_POLICIES.glob("*.h5")] + list(shipped_presets()))
+
+
+def shipped_presets() -> dict[str, dict]:
+    """index.yaml's presets: a shipped policy under a name of its own (`policy`) with the method settings it is
+    trained with (`settings`: config keys, e.g. the guard's), such as `default`."""
+    return {name: entry for name, entry in shipped_index().items() if "policy" in entry}
+
+
+def preset_settings(name: str | Path) -> dict[str, object]:
+    """The config keys a preset trains with ({} for a policy file or a plain shipped policy)."""
+    return dict(shipped_presets().get(str(name), {}).get("settings", {}))
 
 
 def shipped_index() -> dict[str, dict]:
@@ -96,10 +107,13 @@ def shipped_index() -> dict[str, dict]:
 
 
 def resolve_policy(path: str | Path) -> Path:
-    """A policy file: `path` itself, else a shipped policy by name (fmnist_noisy_mlp, fmnist_noisy_mlp.h5)."""
+    """A policy file: `path` itself, else a shipped policy by name (fmnist_noisy_mlp, fmnist_noisy_mlp.h5) or the
+    policy of a preset (default)."""
     path = Path(path)
     if path.is_file():
         return path
+    if str(path) in shipped_presets():
+        return resolve_policy(shipped_presets()[str(path)]["policy"])
     shipped = SHIPPED_POLICIES / (path.name if path.suffix == ".h5" else f"{path.name}.h5")
     if path.parent == Path(".") and shipped.is_file():
         return shipped

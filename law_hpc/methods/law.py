@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..config import ConfigError, get_key, set_key, validate
-from ..io.policy_file import load_policy, resolve_policy
+from ..io.policy_file import load_policy, preset_settings, resolve_policy
 from ..law.losses import cross_entropy
 from ..weighter import PolicyWeighter
 from .base import METHODS, WeightingMethod, base_loss_of, register_method
@@ -177,7 +177,9 @@ def adopt_recipe(cfg, explicit_keys) -> tuple[object, list[str]]:
     """`cfg` (train.method=law) on the recipe its policy was searched on (PolicySettings.recipe: the schedule, base
     loss and augmentation): every recipe key not in `explicit_keys` (the command line's --set keys) takes the
     policy's value. A key set explicitly to another value is a ConfigError naming both, unless
-    train.allow_schedule_mismatch. Returns the new config and a `key=value (was old)` text per key it changed."""
+    train.allow_schedule_mismatch. A preset's settings (policies/index.yaml, e.g. `default`'s guard) are taken the
+    same way, except that an explicit key simply wins. Returns the new config and a `key=value (was old)` text per
+    key it changed."""
     try:
         settings = load_policy(cfg.train.policy).settings
     except (FileNotFoundError, ValueError, OSError) as err:
@@ -195,8 +197,19 @@ def adopt_recipe(cfg, explicit_keys) -> tuple[object, list[str]]:
             continue
         set_key(cfg, key, searched)
         adopted.append(f"{key}={_text(searched)} (was {_text(current)})")
+    for key, value in preset_settings(cfg.train.policy).items():  # a preset's choices: an explicit key just wins
+        current = _method_option(cfg, key) if key.startswith("methods.") else get_key(cfg, key)
+        if key not in explicit_keys and not _same(current, value):
+            set_key(cfg, key, value)
+            adopted.append(f"{key}={_text(value)} (was {_text(current)})")
     validate(cfg)
     return cfg, adopted
+
+
+def _method_option(cfg, key: str):
+    """methods.<method>.<option> of `cfg`, its default where the config does not set it."""
+    _, method, option = key.split(".")
+    return getattr(METHODS[method].options(cfg), option)
 
 
 def _same(value, searched) -> bool:
