@@ -109,9 +109,10 @@ def test_list_policies_names_each_shipped_policy_with_its_search():
                           cwd="/", timeout=120)  # from anywhere: the policies come with the package
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["fmnist_longtail", "fmnist_longtail_la", "fmnist_noisy",
-                                                     "fmnist_noisy_mlp", "fmnist_noisy_mlp_gce",
+    assert [line.split(":")[0] for line in lines] == ["default", "fmnist_longtail", "fmnist_longtail_la",
+                                                     "fmnist_noisy", "fmnist_noisy_mlp", "fmnist_noisy_mlp_gce",
                                                      "fmnist_noisy_mlp_valrank"]
+    assert "the default path" in lines[0] and "base loss gce" in lines[0]
     assert all("validation gap +" in line and "10 classes" in line for line in lines), lines
 
 
