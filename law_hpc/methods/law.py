@@ -217,4 +217,6 @@ def _same(value, searched) -> bool:
 
 
 def _text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()  # as --set and YAML write it
     return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, (list, tuple)) else str(value)
