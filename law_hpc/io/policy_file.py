@@ -7,6 +7,7 @@ stages, warm-up, lr decay stages, augmentation, base loss) and how the policy di
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +101,10 @@ def preset_settings(name: str | Path) -> dict[str, object]:
     return dict(shipped_presets().get(str(name), {}).get("settings", {}))
 
 
+@functools.lru_cache(maxsize=1)
 def shipped_index() -> dict[str, dict]:
-    """policies/index.yaml: per shipped policy, the config it was searched on and what it is for."""
+    """policies/index.yaml: per shipped policy, the config it was searched on and what it is for (read once: it
+    comes with the package)."""
     index = SHIPPED_POLICIES / "index.yaml"
     return yaml.safe_load(index.read_text()) if index.is_file() else {}
 
@@ -112,8 +115,9 @@ def resolve_policy(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
-    if str(path) in shipped_presets():
-        return resolve_policy(shipped_presets()[str(path)]["policy"])
+    preset = shipped_presets().get(str(path))
+    if preset:
+        return resolve_policy(preset["policy"])
     shipped = SHIPPED_POLICIES / (path.name if path.suffix == ".h5" else f"{path.name}.h5")
     if path.parent == Path(".") and shipped.is_file():
         return shipped

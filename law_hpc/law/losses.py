@@ -51,16 +51,16 @@ def ldam(logits: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, scal
 
 
 def early_learning_regularized(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, lam: float,
-                               logit_shift: torch.Tensor | None = None):
+                               log_prior: torch.Tensor | None = None, tau: float = 1.0):
     """ELR loss (Liu et al. 2020, Eq. 6): CE + lambda log(1 - <t_i, p_i>), t_i the running average of the
     network's own predictions (the targets, detached). The term pulls p_i towards t_i, what the network
     predicted while it was still learning clean patterns, and away from memorising a wrong label.
-    `logit_shift` (tau log pi, or None) moves the CE term's logits only, as the logit-adjusted loss does."""
+    With `log_prior` the CE term is the logit-adjusted loss (its tau); the regulariser keeps the raw predictions."""
     probabilities = F.softmax(logits, dim=1).clamp(1e-4, 1 - 1e-4)
     probabilities = probabilities / probabilities.sum(dim=1, keepdim=True)
     agreement = (targets.to(logits) * probabilities).sum(dim=1)
-    ce_logits = logits if logit_shift is None else logits + logit_shift.to(logits)
-    return F.cross_entropy(ce_logits, labels, reduction="none") + lam * torch.log1p(-agreement)
+    ce = cross_entropy(logits, labels) if log_prior is None else logit_adjusted(logits, labels, log_prior, tau)
+    return ce + lam * torch.log1p(-agreement)
 
 
 BASE_LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "gce")

@@ -38,9 +38,9 @@ class EarlyLearningRegularization(WeightingMethod):
             raise ValueError(f"elr needs 0 <= beta < 1 and lambda >= 0, got beta {beta}, lambda {lam}")
         self.beta, self.lam = float(beta), float(lam)
         self.targets = torch.zeros(train_size, num_classes)
-        # tau log pi; None where it is a constant (balanced classes), so such a run is plain ELR to the bit
+        # no prior where the adjustment is a constant (balanced classes): such a run is plain ELR to the bit
         balanced = class_counts is None or len(set(np.asarray(class_counts).tolist())) == 1
-        self.logit_shift = None if tau == 0 or balanced else float(tau) * log_prior(class_counts)
+        self.tau, self.log_prior = float(tau), None if tau == 0 or balanced else log_prior(class_counts)
 
     @classmethod
     def from_config(cls, cfg, data) -> "EarlyLearningRegularization":
@@ -51,7 +51,8 @@ class EarlyLearningRegularization(WeightingMethod):
     def per_sample_loss(self, logits, batch):
         index = batch.index.cpu()
         self.update_targets(index, logits.detach())
-        return early_learning_regularized(logits, batch.labels, self.targets[index], self.lam, self.logit_shift)
+        return early_learning_regularized(logits, batch.labels, self.targets[index], self.lam, self.log_prior,
+                                          self.tau)
 
     def update_targets(self, index: torch.Tensor, logits: torch.Tensor) -> None:
         """t_i <- beta t_i + (1 - beta) p_i for the batch of every rank (the same on each)."""

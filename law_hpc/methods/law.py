@@ -185,23 +185,20 @@ def adopt_recipe(cfg, explicit_keys) -> tuple[object, list[str]]:
     except (FileNotFoundError, ValueError, OSError) as err:
         raise ConfigError(str(err)) from None
     cfg, adopted = copy.deepcopy(cfg), []
-    for key, searched in settings.recipe().items():
-        current = get_key(cfg, key)
-        if _same(current, searched):
+    wanted = [(key, value, True) for key, value in settings.recipe().items()]  # True: the policy was searched so
+    wanted += [(key, value, False) for key, value in preset_settings(cfg.train.policy).items()]  # False: a choice
+    for key, value, searched in wanted:
+        current = _method_option(cfg, key) if key.startswith("methods.") else get_key(cfg, key)
+        if _same(current, value):
             continue
         if key in explicit_keys:
-            if not cfg.train.allow_schedule_mismatch:
+            if searched and not cfg.train.allow_schedule_mismatch:
                 raise ConfigError(f"--set {key}={_text(current)} conflicts with policy {cfg.train.policy}, searched "
-                                  f"with {key}={_text(searched)}: drop the --set to adopt the policy's value, or set "
+                                  f"with {key}={_text(value)}: drop the --set to adopt the policy's value, or set "
                                   "train.allow_schedule_mismatch=true to train on yours")
             continue
-        set_key(cfg, key, searched)
-        adopted.append(f"{key}={_text(searched)} (was {_text(current)})")
-    for key, value in preset_settings(cfg.train.policy).items():  # a preset's choices: an explicit key just wins
-        current = _method_option(cfg, key) if key.startswith("methods.") else get_key(cfg, key)
-        if key not in explicit_keys and not _same(current, value):
-            set_key(cfg, key, value)
-            adopted.append(f"{key}={_text(value)} (was {_text(current)})")
+        set_key(cfg, key, value)
+        adopted.append(f"{key}={_text(value)} (was {_text(current)})")
     validate(cfg)
     return cfg, adopted
 
