@@ -238,7 +238,7 @@ class TrainConfig:
     base_loss: str = "ce"
     """The per-sample loss LAW's weights multiply, in the search (target and reference alike: the reward
     measures what the weights add to it) and in its test phase: ce | logit_adjusted | balanced_softmax | gce
-    (their options: methods.logit_adjusted.tau, methods.gce.q). A policy records it."""
+    (their options: methods.logit_adjusted.tau, methods.gce.q and tau). A policy records it."""
 
 
 @dataclass

@@ -46,7 +46,7 @@ def test_set_overrides_with_types():
     assert cfg.search.episodes == 3 and cfg.data.noise_rate == 0.2 and cfg.data.noise_mode == "flip"
     assert cfg.optim.lr_decay_stages == [2, 3] and cfg.strategy.target_networks is False
     assert cfg.optim.lr == 1e-3 and cfg.data.imbalance == "none"
-    assert cfg.methods["gce"] == {"q": 0.1} and cfg.methods["coteaching"]["forget_epochs"] == 5
+    assert cfg.methods["gce"] == {"q": 0.1, "tau": 0.0} and cfg.methods["coteaching"]["forget_epochs"] == 5
     assert cfg.methods["focal"] == {"gamma": 2.0}  # every method's options resolved, defaults filled in
     assert override_keys(overrides)[:2] == ["search.episodes", "data.noise_rate"]
 

@@ -100,3 +100,17 @@ def test_elr_with_tau_adjusts_its_cross_entropy_on_a_long_tail_and_is_plain_elr_
     balanced = create_method("elr", train_size=10, num_classes=3, lam=3.0, tau=1.0, class_counts=[20, 20, 20])
     plain = create_method("elr", train_size=10, num_classes=3, lam=3.0)
     assert torch.equal(balanced.per_sample_loss(logits, samples), plain.per_sample_loss(logits, samples))
+
+
+def test_gce_with_tau_is_lq_of_the_adjusted_softmax_on_a_long_tail_and_plain_gce_on_balanced_classes():
+    logits, labels = logits_and_labels()
+    adjusted = create_method("gce", q=0.7, tau=1.0, class_counts=COUNTS)
+    shifted = logits + losses.log_prior(COUNTS)
+    expected = (1 - F.softmax(shifted, dim=1).gather(1, labels[:, None]).squeeze(1) ** 0.7) / 0.7
+    torch.testing.assert_close(adjusted.per_sample_loss(logits, Batch(logits, labels, torch.arange(32))), expected)
+    assert not torch.allclose(expected, losses.generalized_cross_entropy(logits, labels, 0.7))
+    # the base loss gce with methods.gce.tau is the same loss (the LAW weighting and the guard's twin)
+    torch.testing.assert_close(losses.base_loss("gce", COUNTS, q=0.7, gce_tau=1.0)(logits, labels), expected)
+    balanced = create_method("gce", q=0.7, tau=1.0, class_counts=[20, 20, 20])
+    assert torch.equal(balanced.per_sample_loss(logits, Batch(logits, labels, torch.arange(32))),
+                       losses.generalized_cross_entropy(logits, labels, 0.7))

@@ -29,9 +29,20 @@ def logit_adjusted(logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.
     return F.cross_entropy(logits + tau * log_prior.to(logits), labels, reduction="none")
 
 
-def generalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, q: float = 0.7) -> torch.Tensor:
+def adjustment_prior(class_counts, tau: float) -> torch.Tensor | None:
+    """log pi for a loss's logit adjustment of strength `tau`, or None where it changes nothing: tau 0, or
+    balanced classes (the shift is the same for every logit), so that such a run is the unadjusted loss to the bit."""
+    balanced = class_counts is None or len(set(np.asarray(class_counts).tolist())) == 1
+    return None if tau == 0 or balanced else log_prior(class_counts)
+
+
+def generalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, q: float = 0.7,
+                              log_prior: torch.Tensor | None = None, tau: float = 1.0) -> torch.Tensor:
     """GCE / L_q loss (Zhang & Sabuncu 2018, Eq. 6): (1 - p_{y_i}^q) / q; cross-entropy as q -> 0, MAE
-    (1 - p_y) at q = 1. Computed as -expm1(q log p) / q, exact for small q."""
+    (1 - p_y) at q = 1. Computed as -expm1(q log p) / q, exact for small q. With `log_prior`, p is the
+    logit-adjusted softmax(z_i + tau log pi) (Menon et al. 2021's adjustment of the loss, applied to L_q)."""
+    if log_prior is not None:
+        logits = logits + tau * log_prior.to(logits)
     log_p_true = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
     return -torch.expm1(q * log_p_true) / q
 
@@ -67,14 +78,16 @@ BASE_LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "gce")
 """The per-sample losses a LAW search and its test phase can weight (train.base_loss)."""
 
 
-def base_loss(name: str, class_counts=None, *, tau: float = 1.0, q: float = 0.7):
-    """loss(logits, labels) -> [B] of `name` (BASE_LOSSES); the long-tail ones need the training class counts."""
+def base_loss(name: str, class_counts=None, *, tau: float = 1.0, q: float = 0.7, gce_tau: float = 0.0):
+    """loss(logits, labels) -> [B] of `name` (BASE_LOSSES); the long-tail ones (and GCE with `gce_tau`, its logit
+    adjustment) need the training class counts."""
     if name == "ce":
         return cross_entropy
     if name in ("logit_adjusted", "balanced_softmax"):
         prior, scale = log_prior(class_counts), tau if name == "logit_adjusted" else 1.0
         return lambda logits, labels: logit_adjusted(logits, labels, prior, scale)
     if name == "gce":
-        return lambda logits, labels: generalized_cross_entropy(logits, labels, q)
+        prior = adjustment_prior(class_counts, gce_tau)
+        return lambda logits, labels: generalized_cross_entropy(logits, labels, q, prior, gce_tau)
     raise ValueError(f"unknown base loss '{name}' (known: {', '.join(BASE_LOSSES)})")
 

@@ -153,6 +153,7 @@ register_method(WeightingMethod)
 
 def base_loss_of(cfg, class_counts):
     """train.base_loss of a config (law/losses.py), with its options from the peers' sections: the logit adjustment's
-    tau (methods.logit_adjusted.tau) and GCE's q (methods.gce.q)."""
+    tau (methods.logit_adjusted.tau) and GCE's q and tau (methods.gce.q, methods.gce.tau)."""
+    gce = METHODS["gce"].options(cfg)
     return base_loss(cfg.train.base_loss, class_counts, tau=METHODS["logit_adjusted"].options(cfg).tau,
-                     q=METHODS["gce"].options(cfg).q)
+                     q=gce.q, gce_tau=gce.tau)

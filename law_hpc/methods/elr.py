@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..law.losses import early_learning_regularized, log_prior
+from ..law.losses import adjustment_prior, early_learning_regularized
 from .base import WeightingMethod, register_method
 
 
@@ -38,9 +38,7 @@ class EarlyLearningRegularization(WeightingMethod):
             raise ValueError(f"elr needs 0 <= beta < 1 and lambda >= 0, got beta {beta}, lambda {lam}")
         self.beta, self.lam = float(beta), float(lam)
         self.targets = torch.zeros(train_size, num_classes)
-        # no prior where the adjustment is a constant (balanced classes): such a run is plain ELR to the bit
-        balanced = class_counts is None or len(set(np.asarray(class_counts).tolist())) == 1
-        self.tau, self.log_prior = float(tau), None if tau == 0 or balanced else log_prior(class_counts)
+        self.tau, self.log_prior = float(tau), adjustment_prior(class_counts, tau)  # None: plain ELR to the bit
 
     @classmethod
     def from_config(cls, cfg, data) -> "EarlyLearningRegularization":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..law.losses import generalized_cross_entropy
+from ..law.losses import adjustment_prior, generalized_cross_entropy
 from .base import WeightingMethod, register_method
 
 
@@ -19,11 +19,20 @@ class GeneralizedCrossEntropy(WeightingMethod):
     class Options:
         q: float = 0.7
         """q of L_q, in (0, 1]; the paper's CIFAR setting is 0.7."""
+        tau: float = 0.0
+        """Logit adjustment: L_q of softmax(z + tau log pi) (as methods.logit_adjusted); 0 = the paper's GCE. Also
+        the base loss gce's (train.base_loss). Balanced classes: no change."""
 
-    def __init__(self, q: float = 0.7):
+    def __init__(self, q: float = 0.7, tau: float = 0.0, class_counts=None):
         if not 0.0 < q <= 1.0:
             raise ValueError(f"gce q must be in (0, 1], got {q}")
-        self.q = float(q)
+        self.q, self.tau = float(q), float(tau)
+        self.log_prior = adjustment_prior(class_counts, tau)  # None: the paper's GCE to the bit
+
+    @classmethod
+    def from_config(cls, cfg, data) -> "GeneralizedCrossEntropy":
+        options = cls.options(cfg)
+        return cls(options.q, options.tau, data.train_label_counts)
 
     def per_sample_loss(self, logits, batch):
-        return generalized_cross_entropy(logits, batch.labels, self.q)
+        return generalized_cross_entropy(logits, batch.labels, self.q, self.log_prior, self.tau)
