@@ -236,21 +236,25 @@ def test_coteaching_keep_rate_schedule():
     assert method.keep_rate(30.0) == pytest.approx(0.6)
 
 
-def test_coteaching_each_network_trains_on_its_peers_small_loss_samples():
-    method = set_up(create_method("coteaching", forget_rate=0.5, forget_epochs=1), optimizer=plain_sgd_factory)
+@pytest.mark.parametrize("loss", ["ce", "gce"])
+def test_coteaching_each_network_trains_on_its_peers_small_loss_samples(loss):
+    method = set_up(create_method("coteaching", forget_rate=0.5, forget_epochs=1, loss=loss),
+                    optimizer=plain_sgd_factory)
     images, labels = batch(9)
     f, g = copy.deepcopy(method.model), copy.deepcopy(method.peer_model)
     assert not torch.allclose(f[1].weight, g[1].weight)  # two different initialisations
     keep = 5  # R(T) = 0.5 of 10
+    per_sample = (lambda logits, y: F.cross_entropy(logits, y, reduction="none")) if loss == "ce" else \
+        (lambda logits, y: (1 - F.softmax(logits, 1).gather(1, y[:, None]).squeeze(1) ** 0.7) / 0.7)
 
     def small_loss(model):
-        return torch.argsort(F.cross_entropy(model(images), labels, reduction="none"))[:keep]
+        return torch.argsort(per_sample(model(images), labels))[:keep]
 
     selected_by_f, selected_by_g = small_loss(f), small_loss(g)
     assert set(selected_by_f.tolist()) != set(selected_by_g.tolist())  # else the test could not tell them apart
     out = step(method, (images, labels), epoch=3.0)
-    expected_f = sgd_step_on(f, lambda m: F.cross_entropy(m(images[selected_by_g]), labels[selected_by_g]))
-    expected_g = sgd_step_on(g, lambda m: F.cross_entropy(m(images[selected_by_f]), labels[selected_by_f]))
+    expected_f = sgd_step_on(f, lambda m: per_sample(m(images[selected_by_g]), labels[selected_by_g]).mean())
+    expected_g = sgd_step_on(g, lambda m: per_sample(m(images[selected_by_f]), labels[selected_by_f]).mean())
     assert_same_params(method.model, expected_f)
     assert_same_params(method.peer_model, expected_g)
     assert out.weights.sum() == keep and out.weights[selected_by_g].sum() == keep

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from .base import StepResult, WeightingMethod, register_method
+from ..law.losses import cross_entropy, generalized_cross_entropy
+from .base import METHODS, StepResult, WeightingMethod, register_method
 from .self_paced import smallest_loss_mask
 
 RATE_EPOCH = 1
@@ -54,11 +54,19 @@ class CoTeaching(WeightingMethod):
         """Estimate the noise rate instead of being told it (forget_rate is then unused): the first network's
         predictions through epoch 2 on its training batches against the given labels and on validation batches
         against the clean ones, per class (classwise_noise_rate). Nothing is dropped before the estimate."""
+        loss: str = "ce"
+        """The per-sample loss each network ranks its samples by and its peer trains on: ce (the paper's) or gce
+        (GCE's L_q with methods.gce.q, no logit adjustment). Both fall with p_y, so they select the same samples;
+        gce trains the kept ones with the noise-robust gradient."""
 
     def __init__(self, forget_rate: float = 0.4, forget_epochs: float = 10.0, estimate_forget_rate: bool = False,
-                 num_classes: int = 0):
+                 num_classes: int = 0, loss: str = "ce", q: float = 0.7):
         if not 0.0 <= forget_rate < 1.0:
             raise ValueError(f"co-teaching forget_rate must be in [0, 1), got {forget_rate}")
+        if loss not in ("ce", "gce"):
+            raise ValueError(f"co-teaching loss must be ce or gce, got '{loss}'")
+        self.ranking_loss = cross_entropy if loss == "ce" else lambda logits, labels: generalized_cross_entropy(
+            logits, labels, q)
         if estimate_forget_rate and num_classes < 2:
             raise ValueError("co-teaching estimate_forget_rate needs the number of classes")
         self.forget_rate, self.forget_epochs = float(forget_rate), float(forget_epochs)
@@ -72,7 +80,8 @@ class CoTeaching(WeightingMethod):
     @classmethod
     def from_config(cls, cfg, data) -> "CoTeaching":
         options = cls.options(cfg)
-        return cls(options.forget_rate, options.forget_epochs, options.estimate_forget_rate, data.num_classes)
+        return cls(options.forget_rate, options.forget_epochs, options.estimate_forget_rate, data.num_classes,
+                   options.loss, METHODS["gce"].options(cfg).q)
 
     def setup(self, model_factory, optimizer_factory, device) -> None:
         super().setup(model_factory, optimizer_factory, device)
@@ -94,8 +103,8 @@ class CoTeaching(WeightingMethod):
             self.count_rate_evidence(images, labels, val_batch_fn())
         self.model.train()
         self.peer_model.train()
-        loss_f = F.cross_entropy(self.model(images), labels, reduction="none")
-        loss_g = F.cross_entropy(self.peer_model(images), labels, reduction="none")
+        loss_f = self.ranking_loss(self.model(images), labels)
+        loss_g = self.ranking_loss(self.peer_model(images), labels)
         keep = self.keep_rate(epoch)
         # Algorithm 1, steps 3-4: D_f = the R(T) small-loss samples of f, D_g those of g;
         # f is updated on D_g and g on D_f (the cross update).
