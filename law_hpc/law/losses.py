@@ -29,10 +29,16 @@ def logit_adjusted(logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.
     return F.cross_entropy(logits + tau * log_prior.to(logits), labels, reduction="none")
 
 
+LONG_TAIL_RATIO = 2.0
+"""Classes whose label counts lie within this factor of each other count as balanced: a random subset or symmetric
+noise leaves counts a few percent apart, which is not the long tail a logit adjustment is for."""
+
+
 def adjustment_prior(class_counts, tau: float) -> torch.Tensor | None:
-    """log pi for a loss's logit adjustment of strength `tau`, or None where it changes nothing: tau 0, or
-    balanced classes (the shift is the same for every logit), so that such a run is the unadjusted loss to the bit."""
-    balanced = class_counts is None or len(set(np.asarray(class_counts).tolist())) == 1
+    """log pi for an optional logit adjustment of strength `tau` (ELR's and GCE's tau), or None where it is not
+    applied: tau 0, or balanced classes (LONG_TAIL_RATIO), so that such a run is the unadjusted loss to the bit."""
+    counts = None if class_counts is None else np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
+    balanced = counts is None or counts.max() < LONG_TAIL_RATIO * counts.min()
     return None if tau == 0 or balanced else log_prior(class_counts)
 
 
