@@ -334,10 +334,12 @@ def test_the_default_preset_is_the_shipped_policy_with_its_guard_and_explicit_ke
     cfg, adopted = recipe_config("--config", str(REPO / "configs" / "folder.yaml"), "--policy", "default")
     assert cfg.train.base_loss == "gce" and "train.base_loss=gce (was ce)" in adopted  # the policy's recipe
     law, elr, gce = cfg.methods["law"], cfg.methods["elr"], cfg.methods["gce"]
-    assert (law["uniform_guard"], list(law["guard_peers"]), elr["tau"], gce["tau"]) == (True, ["elr", "logit_adjusted"],
-                                                                                        1.0, 1.0)
-    assert "methods.law.guard_peers=[elr, logit_adjusted] (was [])" in adopted and "methods.elr.tau=1.0 (was 0.0)" in adopted
-    assert "methods.gce.tau=1.0 (was 0.0)" in adopted
+    coteaching = cfg.methods["coteaching"]
+    assert (law["uniform_guard"], list(law["guard_peers"])) == (True, ["elr", "logit_adjusted", "coteaching"])
+    assert (elr["tau"], gce["tau"], coteaching["estimate_forget_rate"], coteaching["loss"]) == (1.0, 1.0, True, "gce")
+    assert "methods.law.guard_peers=[elr, logit_adjusted, coteaching] (was [])" in adopted
+    assert "methods.elr.tau=1.0 (was 0.0)" in adopted and "methods.gce.tau=1.0 (was 0.0)" in adopted
+    assert "methods.coteaching.loss=gce (was ce)" in adopted
     assert "methods.law.uniform_guard=true (was false)" in adopted
     assert load_policy("default").path == load_policy("fmnist_noisy_mlp_gce").path
     cfg, adopted = recipe_config("--config", str(REPO / "configs" / "folder.yaml"), "--policy", "default",
