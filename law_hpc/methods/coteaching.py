@@ -3,6 +3,7 @@ Noisy Labels"): two networks, each trains on the small-loss samples its peer sel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -65,8 +66,7 @@ class CoTeaching(WeightingMethod):
             raise ValueError(f"co-teaching forget_rate must be in [0, 1), got {forget_rate}")
         if loss not in ("ce", "gce"):
             raise ValueError(f"co-teaching loss must be ce or gce, got '{loss}'")
-        self.ranking_loss = cross_entropy if loss == "ce" else lambda logits, labels: generalized_cross_entropy(
-            logits, labels, q)
+        self.ranking_loss = cross_entropy if loss == "ce" else partial(generalized_cross_entropy, q=q)
         if estimate_forget_rate and num_classes < 2:
             raise ValueError("co-teaching estimate_forget_rate needs the number of classes")
         self.forget_rate, self.forget_epochs = float(forget_rate), float(forget_epochs)

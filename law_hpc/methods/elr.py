@@ -30,7 +30,8 @@ class EarlyLearningRegularization(WeightingMethod):
         """lambda, the strength of the regulariser."""
         tau: float = 0.0
         """Logit adjustment of the cross-entropy term, -log softmax(z + tau log pi)_y (as methods.logit_adjusted):
-        0 = the paper's ELR; 1 learns the balanced posterior on long-tailed classes. Balanced classes: no change."""
+        0 = the paper's ELR; 1 learns the balanced posterior on long-tailed classes. Balanced classes
+        (law.losses.LONG_TAIL_RATIO): no change."""
 
     def __init__(self, train_size: int, num_classes: int, beta: float = 0.7, lam: float = 3.0, tau: float = 0.0,
                  class_counts=None):

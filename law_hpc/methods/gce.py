@@ -21,7 +21,7 @@ class GeneralizedCrossEntropy(WeightingMethod):
         """q of L_q, in (0, 1]; the paper's CIFAR setting is 0.7."""
         tau: float = 0.0
         """Logit adjustment: L_q of softmax(z + tau log pi) (as methods.logit_adjusted); 0 = the paper's GCE. Also
-        the base loss gce's (train.base_loss). Balanced classes: no change."""
+        the base loss gce's (train.base_loss). Balanced classes (law.losses.LONG_TAIL_RATIO): no change."""
 
     def __init__(self, q: float = 0.7, tau: float = 0.0, class_counts=None):
         if not 0.0 < q <= 1.0:
