@@ -3,11 +3,10 @@ Noisy Labels"): two networks, each trains on the small-loss samples its peer sel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 
-from ..law.losses import cross_entropy, generalized_cross_entropy
+from ..law.losses import base_loss
 from .base import METHODS, StepResult, WeightingMethod, register_method
 from .self_paced import smallest_loss_mask
 
@@ -66,7 +65,7 @@ class CoTeaching(WeightingMethod):
             raise ValueError(f"co-teaching forget_rate must be in [0, 1), got {forget_rate}")
         if loss not in ("ce", "gce"):
             raise ValueError(f"co-teaching loss must be ce or gce, got '{loss}'")
-        self.ranking_loss = cross_entropy if loss == "ce" else partial(generalized_cross_entropy, q=q)
+        self.ranking_loss = base_loss(loss, q=q)  # gce without class counts: no logit adjustment
         if estimate_forget_rate and num_classes < 2:
             raise ValueError("co-teaching estimate_forget_rate needs the number of classes")
         self.forget_rate, self.forget_epochs = float(forget_rate), float(forget_epochs)

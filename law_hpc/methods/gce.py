@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..law.losses import adjustment_prior, generalized_cross_entropy
+from ..law.losses import base_loss
 from .base import WeightingMethod, register_method
 
 
@@ -27,7 +27,7 @@ class GeneralizedCrossEntropy(WeightingMethod):
         if not 0.0 < q <= 1.0:
             raise ValueError(f"gce q must be in (0, 1], got {q}")
         self.q, self.tau = float(q), float(tau)
-        self.log_prior = adjustment_prior(class_counts, tau)  # None: the paper's GCE to the bit
+        self.loss = base_loss("gce", class_counts, q=self.q, gce_tau=self.tau)  # as train.base_loss=gce
 
     @classmethod
     def from_config(cls, cfg, data) -> "GeneralizedCrossEntropy":
@@ -35,4 +35,4 @@ class GeneralizedCrossEntropy(WeightingMethod):
         return cls(options.q, options.tau, data.train_label_counts)
 
     def per_sample_loss(self, logits, batch):
-        return generalized_cross_entropy(logits, batch.labels, self.q, self.log_prior, self.tau)
+        return self.loss(logits, batch.labels)
