@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from search_helpers import REPO, SMOKE
+from search_helpers import REPO, SMOKE, metrics_rows
 
 JOB_TIMEOUT = 300
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE")
+# a job still alive; SIGNALING is the transient state while Slurm delivers --signal before the time limit
+LIVE = ("PENDING", "CONFIGURING", "RUNNING", "SIGNALING")
 
 
 def start_cluster(*options: str) -> dict:
@@ -62,12 +64,20 @@ def wait_for_end(env, job_id: str, timeout: float = JOB_TIMEOUT) -> str:
     raise AssertionError(f"job {job_id} did not end within {timeout} s")
 
 
+def wait_for_rows(env, job_id: str, run_dir: Path, rows: int, timeout: float = JOB_TIMEOUT) -> None:
+    """Wait until the run's metrics.h5 holds `rows` stage rows; fail if the job ends first or after `timeout`."""
+    deadline = time.time() + timeout
+    while metrics_rows(run_dir / "metrics.h5") < rows:
+        assert time.time() < deadline and job_field(env, job_id, "JobState") in LIVE
+        time.sleep(0.05)
+
+
 def wait_while_running(env, job_id: str, timeout: float = JOB_TIMEOUT) -> str:
     """The job's state once it is neither running nor completing (pending again after a requeue, or ended)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         state = job_field(env, job_id, "JobState")
-        if state not in ("RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", ""):
+        if state not in ("RUNNING", "SIGNALING", "COMPLETING", "CONFIGURING", "REQUEUED", ""):
             return state
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} still running after {timeout} s")

@@ -21,7 +21,8 @@ import pytest
 from law_hpc.io.checkpoint import checkpoint_dir, complete_positions
 from law_hpc.io.metrics import read_stages
 from search_helpers import HOROVODRUN, REPO, SMOKE, TIMING_COLUMNS, assert_same_results, metrics_rows, run_search
-from slurm_helpers import job_field, rank_processes, sbatch, start_cluster, wait_for_end, wait_while_running
+from slurm_helpers import (job_field, rank_processes, sbatch, start_cluster, wait_for_end, wait_for_rows,
+                           wait_while_running)
 
 pytestmark = pytest.mark.slow  # a real Slurm cluster, real jobs
 
@@ -98,13 +99,6 @@ def test_a_two_node_search_stopped_mid_stage_is_requeued_resumes_there_and_equal
     print(f"[multinode] 2-node search, USR1 to the batch shell in stage 2: both ranks agreed {agreed} iteration(s), "
           f"{float(after):.2f} s after it, checkpointed at iteration {iteration}/{total}; requeued, resumed there and "
           f"COMPLETED {seconds:.0f} s after sbatch; equal to the uninterrupted 2-node run")
-
-
-def wait_for_rows(cluster, job_id: str, run_dir: Path, rows: int) -> None:
-    deadline = time.time() + 300
-    while metrics_rows(run_dir / "metrics.h5") < rows:
-        assert time.time() < deadline and job_field(cluster, job_id, "JobState") in ("PENDING", "RUNNING")
-        time.sleep(0.05)
 
 
 def lose_n2_in_stage_2(cluster, job_id: str, run_dir: Path) -> tuple[float, float]:

@@ -16,8 +16,8 @@ import pytest
 from law_hpc.io.checkpoint import checkpoint_dir, complete_positions
 from law_hpc.io.metrics import read_stages
 from search_helpers import REPO, assert_same_results, metrics_rows
-from slurm_helpers import (JOB_TIMEOUT, job_field, rank_processes, sbatch, start_cluster, wait_for_end,
-                           wait_while_running)
+from slurm_helpers import (JOB_TIMEOUT, LIVE, job_field, rank_processes, sbatch, start_cluster, wait_for_end,
+                           wait_for_rows, wait_while_running)
 
 pytestmark = pytest.mark.slow  # a real Slurm cluster, real jobs
 
@@ -31,13 +31,6 @@ def submit(env, run_dir: Path, *extra, sbatch_options=()) -> str:
     """sbatch the shipped script from the repository root (`sbatch_options`: for sbatch, `extra`: for the
     search); CPU node: no GPUs requested."""
     return sbatch(env, "slurm/search_fmnist.sh", run_dir, *extra, options=["--gpus-per-node=0", *sbatch_options])
-
-
-def wait_for_rows(env, job_id: str, run_dir: Path, rows: int) -> None:
-    deadline = time.time() + JOB_TIMEOUT
-    while metrics_rows(run_dir / "metrics.h5") < rows:
-        assert time.time() < deadline and job_field(env, job_id, "JobState") in ("PENDING", "RUNNING")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +168,7 @@ def test_job_at_its_time_limit_checkpoints_mid_stage_requeues_resumes_and_finish
                     *[arg for key in LONGER_THAN_THE_LIMIT for arg in ("--set", key)], sbatch_options=TIME_LIMIT)
     output = Path(f"{run_dir}.out")
     while not (output.exists() and "got SIGUSR1" in output.read_text()):
-        assert time.time() - started < JOB_TIMEOUT and job_field(slurm_env, job_id, "JobState") in ("PENDING",
-                                                                                                     "RUNNING")
+        assert time.time() - started < JOB_TIMEOUT and job_field(slurm_env, job_id, "JobState") in LIVE
         time.sleep(0.2)
     (pause / "go").touch()
     state = wait_for_end(slurm_env, job_id, timeout=1200)
