@@ -25,7 +25,7 @@ import sys
 import torch
 
 from .config import Config, override_keys, to_yaml
-from .engine.evaluation import sharded_accuracy, sharded_losses
+from .engine.evaluation import ShardedValidation, sharded_accuracy, sharded_losses
 from .engine.preemption import EXIT_PREEMPTED
 from .law.schedule import StageSchedule
 from .engine.steps import StepProgress, run_steps
@@ -86,6 +86,7 @@ class Training(Job):
 
         self.method.setup(model_factory, optimizer_factory, dist.device)
         self.validation_batches = ValidationBatches(data.val, cfg.data.batch_size)
+        self.validation = ShardedValidation(data.val_shard, dist.allgather_object, dist.average_batchnorm_statistics)
         self.interrupted: EpochProgress | None = None  # the epoch a mid-epoch checkpoint resumes
 
     # --- the job's parts -----------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class Training(Job):
     def epoch_row(self, epoch: int, progress: "EpochProgress") -> EpochRow:
         """The epoch's row (test and validation accuracy are collectives; the rest is this rank's)."""
         weights = torch.cat(progress.weights)
-        val_acc = self.method.choose_eval_model(lambda model: self.accuracy(self.data.val_shard, model))
+        val_acc = self.method.choose_eval_model(self.validation)
         if val_acc is None:
             val_acc = self.accuracy(self.data.val_shard)
         return EpochRow(epoch=epoch, lr=progress.lr, train_loss=float(progress.loss_sum) / progress.done,

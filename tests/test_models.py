@@ -82,3 +82,49 @@ def test_same_seed_gives_identical_parameters(name):
     for (name_a, a), (name_b, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert name_a == name_b
         assert torch.equal(a, b), name_a
+
+
+# ---------------------------------------------------------------- ensembles of the guard's candidates
+
+def _accuracies_of(labels):
+    return lambda scores: [float((score.argmax(1) == labels).float().mean()) for score in scores]
+
+
+def test_greedy_ensemble_starts_from_the_best_and_adds_while_validation_rises():
+    """Three candidates on 4 images of 2 classes: a alone 3/4, b and c 2/4; a + b gets all 4 right, after which no
+    addition helps: the selection is [a, b]. Capped at one entry it is a alone; ties go to the first."""
+    from law_hpc.models.ensemble import describe, greedy_ensemble
+    labels = torch.tensor([0, 0, 1, 1])
+    a = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.6, 0.4]])  # wrong on the last image, barely
+    b = torch.tensor([[0.4, 0.6], [0.45, 0.55], [0.3, 0.7], [0.1, 0.9]])  # wrong on the first two
+    c = torch.tensor([[0.6, 0.4], [0.3, 0.7], [0.6, 0.4], [0.3, 0.7]])  # wrong on the middle two
+    probabilities = {"a": a, "b": b, "c": c}
+    accuracies = _accuracies_of(labels)(list(probabilities.values()))
+    assert accuracies == [0.75, 0.5, 0.5]
+    chosen, accuracy = greedy_ensemble(probabilities, accuracies, _accuracies_of(labels), max_size=6)
+    assert chosen == ["a", "b"] and accuracy == 1.0 and describe(chosen) == "a + b"
+    assert greedy_ensemble(probabilities, accuracies, _accuracies_of(labels), max_size=1) == (["a"], 0.75)
+    tied = {"b": b, "c": c}
+    assert greedy_ensemble(tied, [0.5, 0.5], _accuracies_of(labels), max_size=1)[0] == ["b"]
+    assert describe(["elr", "coteaching", "elr"]) == "elr x2 + coteaching"
+
+
+def test_an_ensemble_model_file_loads_back_and_predicts_the_weighted_mean(tmp_path):
+    from law_hpc.models.ensemble import Ensemble
+    from law_hpc.models.files import load, save_model_file
+    members = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        members.append(create_model("mlp", num_classes=NUM_CLASSES, in_channels=1, image_size=28).eval())
+    ensemble = Ensemble(members, [2, 1])
+    images = torch.randn(5, 1, 28, 28)
+    expected = torch.log((2 * torch.softmax(members[0](images), 1) + torch.softmax(members[1](images), 1)) / 3)
+    save_model_file(tmp_path / "model.pt", ensemble, name="mlp", options={}, num_classes=NUM_CLASSES, in_channels=1,
+                    image_size=28, note="guard: a x2 + b")
+    loaded = load(tmp_path / "model.pt")
+    assert isinstance(loaded, Ensemble) and not loaded.training and len(loaded.members) == 2
+    assert loaded.law_hpc_info["note"] == "guard: a x2 + b"
+    assert loaded.law_hpc_info["member_weights"] == [2.0, 1.0]
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), expected, atol=1e-6)
+        assert torch.allclose(ensemble(images), expected, atol=1e-6)

@@ -80,11 +80,28 @@ def test_peer_methods_run_in_the_same_harness(method, tmp_path):
     assert len(rows["epoch"]) == 1 and np.isfinite(rows["train_loss"]).all()
 
 
-@pytest.mark.slow
-def test_a_training_leaves_model_files_that_load_and_score_as_logged(tmp_path):
+def assert_model_file_scores_as_logged(run_dir, overrides):
+    """model.pt of a smoke-config training loads, in eval mode, and scores the test and validation accuracy of the
+    last row of its train.h5 (an ensemble too: LAW's guard_ensemble); gives the data built for it."""
     import torch
     from law_hpc.config import load_config
     from law_hpc.data import build_data
+    from law_hpc.engine.evaluation import sharded_accuracy
+    from law_hpc.models import load
+    from law_hpc.models.ensemble import Ensemble
+
+    rows, final = epochs(run_dir), load(run_dir / "model.pt")
+    cfg = load_config(SMOKE, overrides)
+    data = build_data(cfg.data, purpose="train", seed=cfg.seed, rank=0, world_size=1, device=torch.device("cpu"))
+    assert not final.training and sharded_accuracy(final, data.test, lambda mine: [mine]) == rows["test_acc"][-1]
+    assert sharded_accuracy(final, data.val_shard, lambda mine: [mine]) == rows["val_acc"][-1]
+    note = final.law_hpc_info["note"]
+    assert isinstance(final, Ensemble) == (" + " in note or " x" in note), note
+    return data
+
+
+@pytest.mark.slow
+def test_a_training_leaves_model_files_that_load_and_score_as_logged(tmp_path):
     from law_hpc.engine.evaluation import sharded_accuracy
     from law_hpc.models import load
 
@@ -92,10 +109,8 @@ def test_a_training_leaves_model_files_that_load_and_score_as_logged(tmp_path):
     proc = train(tmp_path, "--method", "uniform", overrides=overrides)
     rows = epochs(tmp_path)
     assert "model.pt" in proc.stdout and "law_hpc.models.load" in proc.stdout
-    cfg = load_config(SMOKE, overrides)
-    data = build_data(cfg.data, purpose="train", seed=cfg.seed, rank=0, world_size=1, device=torch.device("cpu"))
     final, best = load(tmp_path / "model.pt"), load(tmp_path / "model_best.pt")
-    assert not final.training and sharded_accuracy(final, data.test, lambda mine: [mine]) == rows["test_acc"][-1]
+    data = assert_model_file_scores_as_logged(tmp_path, overrides)
     info = final.law_hpc_info
     assert (info["name"], info["method"], info["epoch"], info["num_classes"]) == ("mlp", "uniform", 2, 10)
     assert info["mean"] == [0.2860] and "optim:" in info["config_yaml"] and info["val_acc"] == rows["val_acc"][-1]
@@ -256,6 +271,26 @@ def test_the_guard_evaluates_whichever_candidate_validates_best(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_guard_ensemble_averages_candidates_while_validation_rises(tmp_path):
+    """methods.law.guard_ensemble: the evaluated model starts from the best candidate on validation and adds
+    whichever raises the validation accuracy of the mean; on this run two networks, above every one alone, and
+    model.pt holds both and scores the logged accuracies."""
+    import re
+    overrides = ON_SMOKE_SCHEDULE + ["optim.epochs=1", "train.allow_schedule_mismatch=true",
+                                     "methods.law.uniform_guard=true", "methods.law.guard_peers=[elr,focal]",
+                                     "methods.law.guard_ensemble=6"]
+    proc = train(tmp_path, "--policy", constant_val_rank_policy(tmp_path / "policy.h5"), overrides=overrides)
+    guard = re.search(r"guard: (.+?) \(validation ensemble ([0-9.]+); (.+?)\)", proc.stdout)
+    assert guard and " + " in guard[1], proc.stdout[-1500:]
+    alone = [float(item.rsplit(" ", 1)[1]) for item in guard[3].split(", ")]
+    assert len(alone) == 4 and float(guard[2]) > max(alone) and epochs(tmp_path)["val_acc"][-1] == float(guard[2])
+    assert_model_file_scores_as_logged(tmp_path, overrides)
+    # 2 ranks: each holds a shard of the validation split; the greedy rounds' accuracies are of the whole split
+    train(tmp_path / "two_ranks", "--policy", tmp_path / "policy.h5", ranks=2, overrides=overrides)
+    assert_model_file_scores_as_logged(tmp_path / "two_ranks", overrides)
+
+
+@pytest.mark.slow
 def test_a_law_training_stopped_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
     """The weighter's stage state (l_smooth, acc_smooth, the stage's loss sums, the validation losses of a val_rank
     policy), the uniform guard's twin and a guard peer (ELR, with its targets) come back from a mid-epoch
@@ -341,6 +376,7 @@ def test_the_default_preset_is_the_shipped_policy_with_its_guard_and_explicit_ke
     assert "methods.elr.tau=1.0 (was 0.0)" in adopted and "methods.gce.tau=1.0 (was 0.0)" in adopted
     assert "methods.coteaching.loss=gce (was ce)" in adopted
     assert "methods.law.uniform_guard=true (was false)" in adopted
+    assert law["guard_ensemble"] == 6 and "methods.law.guard_ensemble=6 (was 1)" in adopted
     assert load_policy("default").path == load_policy("fmnist_noisy_mlp_gce").path
     cfg, adopted = recipe_config("--config", str(REPO / "configs" / "folder.yaml"), "--policy", "default",
                                  "--set", "methods.law.guard_peers=[gce]")

@@ -1,8 +1,10 @@
 """Top-1 accuracy of one or more networks on a clean evaluation set, in one pass over its batches; or of one
-network over a set sharded across ranks (the data-parallel test phase)."""
+network over a set sharded across ranks (the data-parallel test phase); the validation split as a method choosing
+among its networks sees it."""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 
@@ -48,3 +50,38 @@ def sharded_losses(model: torch.nn.Module, shard: EvalSet, loss_fn, allgather) -
     """per_sample_losses over a set split across ranks: every rank gets the whole set's, in rank order (one
     collective), so data-parallel ranks weight their samples alike."""
     return torch.cat(allgather(per_sample_losses(model, shard, loss_fn).cpu()))
+
+
+@dataclass
+class ShardedValidation:
+    """The validation split as a method that chooses among its networks sees it (LAW's guard): every rank holds a
+    shard, and `accuracy` and `accuracies` are collectives (every rank calls them at the same point)."""
+
+    shard: EvalSet
+    allgather: Callable
+    prepare: Callable[[torch.nn.Module], None] = lambda model: None
+    """Called on a network before it is evaluated: the ranks' BatchNorm statistics averaged."""
+    _labels: torch.Tensor | None = field(default=None, repr=False)
+
+    def accuracy(self, model: torch.nn.Module) -> float:
+        """Top-1 accuracy of `model` over the whole split."""
+        self.prepare(model)
+        return sharded_accuracy(model, self.shard, self.allgather)
+
+    @torch.no_grad()
+    def probabilities(self, model: torch.nn.Module) -> torch.Tensor:
+        """[n, C] softmax of `model` (eval mode) on this rank's shard, in its order."""
+        self.prepare(model)
+        model.eval()
+        return torch.cat([torch.softmax(model(images).float(), 1) for images, _ in self.shard.batches()])
+
+    def accuracies(self, scores: Sequence[torch.Tensor]) -> list[float]:
+        """Top-1 accuracy over the whole split of each [n, C] score of this rank's shard (summed softmaxes of an
+        ensemble, say); one collective for all of them."""
+        if self._labels is None:
+            self._labels = torch.cat([labels for _, labels in self.shard.batches()])
+        labels = self._labels.to(scores[0].device)
+        correct = [int((score.argmax(1) == labels).sum()) for score in scores]
+        everyone = self.allgather((correct, labels.numel()))
+        total = max(sum(count for _, count in everyone), 1)
+        return [sum(counts[i] for counts, _ in everyone) / total for i in range(len(scores))]

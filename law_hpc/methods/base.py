@@ -115,10 +115,10 @@ class WeightingMethod:
         """Called at every stage end; `val_accuracy()` evaluates `self.model` on the validation split,
         `val_losses(loss)` gives its per-sample losses there (only methods that use them pay)."""
 
-    def choose_eval_model(self, val_accuracy_of: Callable[[torch.nn.Module], float]) -> float | None:
-        """Called before each epoch's evaluation (a collective: `val_accuracy_of(net)` evaluates `net` on the
-        validation split): a method that trains candidate networks picks the one `eval_model` gives and returns
-        its validation accuracy (None: nothing was evaluated)."""
+    def choose_eval_model(self, validation) -> float | None:
+        """Called before each epoch's evaluation (a collective): a method that trains candidate networks picks
+        what `eval_model` gives, judged on `validation` (engine.evaluation.ShardedValidation), and returns its
+        validation accuracy (None: nothing was evaluated)."""
         return None
 
     def status(self) -> str:

@@ -128,7 +128,7 @@ class CoTeaching(WeightingMethod):
         for row, counted in enumerate((labels, labels[agreeing], val_labels, val_labels[correct])):
             self.rate_evidence[row] += torch.bincount(counted, minlength=classes).cpu().double()
 
-    def choose_eval_model(self, val_accuracy_of) -> None:
+    def choose_eval_model(self, validation) -> None:
         """The epoch-end hook (a collective): after epoch RATE_EPOCH, the forget rate from every rank's counts."""
         if self.estimates_rate and not self.rate_estimated and self.rate_evidence[0].sum() > 0:
             self.pool_ranks()

@@ -5,7 +5,8 @@ same batches (the search's reference network, Algorithm 2), and at every epoch e
 accuracy is evaluated and exported: a shipped policy used without a search then trains two networks, and ends where
 it would lose to uniform training only by what validation misjudges. `methods.law.guard_peers` adds peer methods'
 trainings (e.g. GCE, ELR) to the candidates, so the guarded run also ends no lower than the best of them by more than
-validation misjudges (each costs one more network).
+validation misjudges (each costs one more network). `methods.law.guard_ensemble` lets the evaluated model be the
+mean of several candidates, chosen greedily on validation (models/ensemble.py).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from ..config import ConfigError, get_key, set_key, validate
 from ..io.policy_file import load_policy, preset_settings, resolve_policy
 from ..law.losses import cross_entropy
+from ..models.ensemble import Ensemble, describe, greedy_ensemble
 from ..weighter import PolicyWeighter
 from .base import METHODS, WeightingMethod, base_loss_of, register_method
 
@@ -37,9 +39,14 @@ class LawPolicy(WeightingMethod):
         """Peer methods (names of --method, e.g. [gce, elr]) trained beside the policy's network, each on the same
         batches from the same initialisation; the evaluated network is the best on validation among the policy's,
         the uniform twin (with uniform_guard) and these. One network more per peer."""
+        guard_ensemble: int = 1
+        """With a guard: the evaluated and exported model is the mean of up to this many of its candidates (repeats
+        count twice), chosen greedily on validation: the best, then whichever raises the validation accuracy of the
+        mean most, until none does (models/ensemble.py). 1: the best candidate alone. An ensemble's model.pt holds
+        each network it averages (inference costs one forward pass per distinct network)."""
 
     def __init__(self, policy_path, class_counts, total_epochs: float, iterations_per_epoch: int,
-                 base_loss=cross_entropy, uniform_guard: bool = False):
+                 base_loss=cross_entropy, uniform_guard: bool = False, guard_ensemble: int = 1):
         self.policy_path = str(resolve_policy(policy_path))  # a file, or a shipped policy's name
         self.base_loss = base_loss  # train.base_loss, the loss the policy was searched on (recipe_differences)
         self.weighter = PolicyWeighter.from_file(policy_path, class_counts=class_counts)
@@ -51,6 +58,10 @@ class LawPolicy(WeightingMethod):
         if uniform_guard:  # the base loss unweighted, as the search's reference network
             self.guard_twins["uniform twin"] = BaseLossTwin(base_loss)
         self.guard_accuracies: dict[str, float] | None = None  # the candidates' last validation accuracies
+        self.guard_ensemble = guard_ensemble
+        self.chosen: list[str] = ["policy"]  # the candidates the evaluated model averages (repeats included)
+        self.chosen_accuracy: float | None = None
+        self._eval_model = None
 
     @classmethod
     def from_config(cls, cfg, data) -> "LawPolicy":
@@ -58,7 +69,7 @@ class LawPolicy(WeightingMethod):
             raise ValueError("train.method=law needs a searched policy: --policy RUN/policy.h5 (or train.policy)")
         options = cls.options(cfg)
         method = cls(cfg.train.policy, data.train_label_counts, cfg.optim.epochs, data.train.batches_per_epoch,
-                     base_loss_of(cfg, data.train_label_counts), options.uniform_guard)
+                     base_loss_of(cfg, data.train_label_counts), options.uniform_guard, options.guard_ensemble)
         for name in options.guard_peers:  # names checked at launch (registry.resolve_methods)
             method.guard_twins[name] = METHODS[name].from_config(cfg, data)
         method.schedule_differences = recipe_differences(method.weighter.settings, cfg)
@@ -84,34 +95,41 @@ class LawPolicy(WeightingMethod):
             twin.train_step(batch, epoch, val_batch_fn)
         return result
 
-    def choose_eval_model(self, val_accuracy_of) -> float | None:
+    def choose_eval_model(self, validation) -> float | None:
         if not self.guard_twins:
             return None
-        self.guard_accuracies = {"policy": val_accuracy_of(self.model)}
+        candidates = {"policy": self.model}
         for name, twin in self.guard_twins.items():  # each twin's epoch-end hook runs, as under --method
-            accuracy = twin.choose_eval_model(val_accuracy_of)
-            self.guard_accuracies[name] = val_accuracy_of(twin.eval_model()) if accuracy is None else accuracy
-        return max(self.guard_accuracies.values())
-
-    def chosen(self) -> str:
-        """The guard's candidate with the best validation accuracy (the first of equals: the policy's on a tie)."""
-        if self.guard_accuracies is None:
-            return "policy"
-        return max(self.guard_accuracies, key=self.guard_accuracies.get)
+            twin.choose_eval_model(validation)
+            candidates[name] = twin.eval_model()
+        if self.guard_ensemble > 1:  # each candidate's softmax on this rank's shard, summed in the greedy rounds
+            probabilities = {name: validation.probabilities(model) for name, model in candidates.items()}
+            self.guard_accuracies = dict(zip(candidates, validation.accuracies(list(probabilities.values()))))
+            self.chosen, self.chosen_accuracy = greedy_ensemble(probabilities, list(self.guard_accuracies.values()),
+                                                                validation.accuracies, self.guard_ensemble)
+        else:  # the best alone (the first of equals: the policy's on a tie)
+            self.guard_accuracies = {name: validation.accuracy(model) for name, model in candidates.items()}
+            best = max(self.guard_accuracies, key=self.guard_accuracies.get)
+            self.chosen, self.chosen_accuracy = [best], self.guard_accuracies[best]
+        distinct = list(dict.fromkeys(self.chosen))
+        self._eval_model = candidates[distinct[0]] if len(distinct) == 1 else Ensemble(
+            [candidates[name] for name in distinct], [self.chosen.count(name) for name in distinct])
+        return self.chosen_accuracy
 
     def eval_model(self):
-        chosen = self.chosen()
-        return self.model if chosen == "policy" else self.guard_twins[chosen].eval_model()
+        return self.model if self._eval_model is None else self._eval_model
 
     def status(self) -> str:
         if self.guard_accuracies is None:
             return ""
         accuracies = ", ".join(f"{name} {accuracy:.4f}" for name, accuracy in self.guard_accuracies.items())
-        return f"guard: {self.chosen()} (validation {accuracies})"
+        ensemble = f"ensemble {self.chosen_accuracy:.4f}; " if len(self.chosen) > 1 else ""
+        return f"guard: {describe(self.chosen)} (validation {ensemble}{accuracies})"
 
     def log_attributes(self) -> dict:
         return {"policy": self.policy_path, "uniform_guard": "uniform twin" in self.guard_twins,
                 "guard_peers": " ".join(name for name in self.guard_twins if name != "uniform twin"),
+                "guard_ensemble": self.guard_ensemble,
                 "schedule_mismatch": "; ".join(self.schedule_differences),
                 "policy_validation_gap": float(self.weighter.outcome.get("validation_gap", float("nan")))}
 

@@ -3,6 +3,8 @@
     model = law_hpc.models.load("runs/train-x/model.pt")   # an nn.Module in eval mode, on the CPU
 
 The file is a plain torch.save of tensors and containers (it loads with weights_only=True), written atomically.
+An ensemble (LAW's guard with methods.law.guard_ensemble) is saved as its members' weights and their weights in the
+mean, in format law_hpc.model.ensemble/1.
 """
 from __future__ import annotations
 
@@ -12,21 +14,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .ensemble import Ensemble
 from .registry import create_model
 
 FORMAT = "law_hpc.model/1"
+ENSEMBLE_FORMAT = "law_hpc.model.ensemble/1"
 
 
 def save_model_file(path: str | Path, model: nn.Module, *, name: str, options: dict, num_classes: int,
                     in_channels: int, image_size: int, classes=None, **about) -> Path:
-    """Write `model` (built by create_model(name, ..., **options)) to `path` atomically; `about`: plain values
-    recorded with it (epoch, accuracies, method)."""
+    """Write `model` (built by create_model(name, ..., **options), or an Ensemble of such) to `path` atomically;
+    `about`: plain values recorded with it (epoch, accuracies, method)."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": FORMAT, "name": name, "options": options, "num_classes": num_classes,
-                "in_channels": in_channels, "image_size": image_size, "classes": list(classes or []),
-                **about, "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()}},
-               temporary)
+    contents = {"format": FORMAT, "name": name, "options": options, "num_classes": num_classes,
+                "in_channels": in_channels, "image_size": image_size, "classes": list(classes or []), **about}
+    if isinstance(model, Ensemble):
+        contents.update(format=ENSEMBLE_FORMAT, member_weights=model.member_weights,
+                        state_dicts=[_cpu_state(member) for member in model.members])
+    else:
+        contents["state_dict"] = _cpu_state(model)
+    torch.save(contents, temporary)
     os.replace(temporary, path)
     return path
 
@@ -34,19 +42,31 @@ def save_model_file(path: str | Path, model: nn.Module, *, name: str, options: d
 def read_model_file(path: str | Path) -> dict:
     """The contents of a model file; ValueError if it is not one."""
     contents = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(contents, dict) or contents.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a law_hpc model file ({FORMAT})")
+    if not isinstance(contents, dict) or contents.get("format") not in (FORMAT, ENSEMBLE_FORMAT):
+        raise ValueError(f"{path} is not a law_hpc model file ({FORMAT} or {ENSEMBLE_FORMAT})")
     return contents
 
 
 def load(path: str | Path) -> nn.Module:
     """The network saved in `path` (model.pt, model_best.pt of a training run), in eval mode on the CPU; what it
     is (classes in index order, input size and normalisation, method, policy, epoch, accuracies, config, commit)
-    is in its attribute `law_hpc_info`."""
+    is in its attribute `law_hpc_info`. An ensemble file gives an Ensemble: its forward returns log-probabilities."""
     contents = read_model_file(path)
     options = {key: tuple(value) if isinstance(value, list) else value for key, value in contents["options"].items()}
-    model = create_model(contents["name"], contents["num_classes"], contents["in_channels"], contents["image_size"],
-                         **options)
-    model.load_state_dict(contents["state_dict"])
-    model.law_hpc_info = {key: value for key, value in contents.items() if key != "state_dict"}
+
+    def network(state_dict) -> nn.Module:
+        model = create_model(contents["name"], contents["num_classes"], contents["in_channels"],
+                             contents["image_size"], **options)
+        model.load_state_dict(state_dict)
+        return model
+
+    if contents["format"] == ENSEMBLE_FORMAT:
+        model = Ensemble([network(state) for state in contents["state_dicts"]], contents["member_weights"])
+    else:
+        model = network(contents["state_dict"])
+    model.law_hpc_info = {key: value for key, value in contents.items() if key not in ("state_dict", "state_dicts")}
     return model.eval()
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    return {key: value.detach().cpu() for key, value in model.state_dict().items()}
