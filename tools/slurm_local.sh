@@ -119,7 +119,7 @@ SlurmctldLogFile=$state/log/slurmctld.log
 JobCompType=jobcomp/filetxt
 JobCompLoc=$state/log/jobcomp.txt
 SchedulerParameters=sched_interval=1,bf_interval=1
-KillWait=5
+KillWait=30
 MinJobAge=300
 InactiveLimit=0
 GresTypes=gpu
