@@ -250,7 +250,7 @@ def test_a_corrupt_jpeg_fails_naming_it_or_is_skipped_and_counted(exports, tmp_p
 def test_paper_configs_run_a_smoke_search_on_the_exports(exports, tmp_path, config, dataset):
     """The paper's ImageNet and CIFAR configs, unchanged but for size, on real exported images (DALI)."""
     size = (["data.image_size=32", "data.per_class_images=20", "data.val_size=100"] if dataset == "imagenet"
-            else ["data.search_train_size=400", "data.val_size=200"])
+            else ["data.search_train_size=400", "data.val_size=100"])
     overrides = [f"data.root={exports[dataset]}", *size, "data.batch_size=32", "data.eval_batch_size=100",
                  "data.num_workers=1", "search.episodes=1", "optim.epochs=1", "search.stages=2",
                  "search.warmup_stages=1", "search.max_iters_per_epoch=4", "threads_per_rank=1"]

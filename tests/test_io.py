@@ -11,7 +11,7 @@ import torch
 
 from law_hpc.io.checkpoint import (complete_positions, list_checkpoints, read_checkpoint, save_checkpoint,
                                    verify_checkpoint)
-from law_hpc.io.metrics import STAGE_COLUMNS, MetricsLog, open_metrics, read_stages, search_layout
+from law_hpc.io.metrics import STAGE_COLUMNS, MetricsLog, open_metrics, package_versions, read_stages, search_layout
 from law_hpc.io.policy_file import load_policy, save_policy
 from law_hpc.law.settings import PolicySettings
 from law_hpc.law.policy import StrategyModel
@@ -88,6 +88,20 @@ def _row(episode, stage, rank, num_classes=3):
            for name in STAGE_COLUMNS}
     row.update(weighted=1, strategy_checksum=123, action=np.arange(5.0), class_weight_mean=np.ones(num_classes))
     return row
+
+
+def test_the_logged_versions_are_those_of_the_installed_stack():
+    import horovod
+    import torchvision
+    versions = package_versions()  # from the distributions' metadata, without importing them
+    assert versions["torch"] == torch.__version__ and versions["h5py"] == h5py.__version__
+    assert (versions["numpy"], versions["horovod"]) == (np.__version__, horovod.__version__)
+    assert versions["torchvision"] == torchvision.__version__
+    try:
+        from nvidia import dali
+        assert versions["nvidia.dali"] == dali.__version__
+    except ImportError:
+        assert versions["nvidia.dali"] == "missing"
 
 
 def test_metrics_swmr_reader_follows_writer_and_a_rewrite_replaces_the_file_whole(tmp_path):

@@ -214,8 +214,8 @@ def test_results_without_a_checkpoint_to_resume_are_refused_not_overwritten(tmp_
 
 
 # The test phase, data-parallel on 2 ranks: MW-Net (its validation batches are part of what a resume restores),
-# 3 epochs of 32 iterations per rank.
-TRAIN = ["data.train_size=4096", "data.test_size=500", "optim.epochs=3", "threads_per_rank=1",
+# 3 epochs of 16 iterations per rank.
+TRAIN = ["data.train_size=2048", "data.test_size=500", "optim.epochs=3", "threads_per_rank=1",
          "stop_check_iterations=2"]
 
 
@@ -236,7 +236,7 @@ def test_kill9_of_one_rank_mid_epoch_of_the_test_phase_and_the_rerun_equals_unin
     proc = subprocess.run(train_command(full), capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     pause = tmp_path / "pause"
-    job = start_job(train_command(killed), pause=(pause, 32 + 8))  # in epoch 2 (32 iterations per rank and epoch)
+    job = start_job(train_command(killed), pause=(pause, 16 + 8))  # in epoch 2 (16 iterations per rank and epoch)
     wait_paused(job, pause, 2)
     seconds = kill_ranks(job, "one", module="law_hpc.train", release=pause)
     assert job.returncode != 0 and seconds < 60, job.output[-3000:]

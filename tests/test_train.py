@@ -296,13 +296,14 @@ def test_a_law_training_stopped_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
     policy), the uniform guard's twin and a guard peer (ELR, with its targets) come back from a mid-epoch
     checkpoint."""
     policy = constant_val_rank_policy(tmp_path / "policy.h5")
-    longer = ["data.train_size=16000", "data.test_size=500", "threads_per_rank=1", "stop_check_iterations=1",
+    # epochs of 16 iterations, stages of 8: the pause puts the stop at iteration 3 of epoch 2, inside stage 3
+    longer = ["data.train_size=1024", "data.test_size=500", "threads_per_rank=1", "stop_check_iterations=1",
               "methods.law.uniform_guard=true", "methods.law.guard_peers=[elr]"]  # ELR's targets: per-sample state
     full = tmp_path / "full"
-    train(full, "--policy", policy, overrides=longer)  # epochs of seconds: a stop can land inside one
+    train(full, "--policy", policy, overrides=longer)
     stopped = tmp_path / "stopped"
-    code, output = stop_in_second_epoch(stopped, "--policy", policy, iterations_per_epoch=250, overrides=longer)
-    assert code == 75 and "checkpoint written in epoch 2 at iteration 3/250" in output, \
+    code, output = stop_in_second_epoch(stopped, "--policy", policy, iterations_per_epoch=16, overrides=longer)
+    assert code == 75 and "checkpoint written in epoch 2 at iteration 3/16" in output, \
         output[-2000:]  # mid-stage: the stage under way ranks against validation losses measured before it
     assert len(epochs(stopped)["epoch"]) == 1
     train(stopped, "--policy", policy, overrides=longer)
