@@ -8,7 +8,7 @@ from pathlib import Path
 pytestmark = pytest.mark.slow  # every test here launches jobs
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["data.search_train_size=512", "data.train_size=512", "data.val_size=200", "data.test_size=500",
+TINY = ["data.search_train_size=512", "data.train_size=512", "data.val_size=200", "data.test_size=200",
         "data.batch_size=64", "data.eval_batch_size=200", "optim.epochs=2", "optim.lr_decay_stages=[4]",
         "search.stages=4", "strategy.buffer_capacity=64", "strategy.fdu_epochs=2", "strategy.fdu_batch=4"]
 

@@ -65,7 +65,7 @@ def test_probe_policies_on_the_smoke_config(metrics, tmp_path):
     policy = metrics.parent / "policy.h5"
     proc = tool("probe_policies.py", "--config", REPO / "configs" / "smoke.yaml", "--out", tmp_path, "--seeds", 0,
                 "--action", "uniform", "--action", "loss=-2", "--policy", policy, "--test",
-                "--set", "data.train_size=1024", "--set", "data.test_size=500", timeout=600)
+                "--set", "data.train_size=512", "--set", "data.test_size=200", timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
     assert {"uniform", "loss=-2", str(policy)} <= set(rows)
