@@ -12,6 +12,7 @@ from search_helpers import HOROVODRUN, REPO, SMOKE, assert_one_line_error, kill_
 
 SMALL = ["data.train_size=1024", "data.test_size=500", "optim.epochs=3", "threads_per_rank=1"]
 ON_SMOKE_SCHEDULE = ["data.train_size=1024", "data.test_size=500", "threads_per_rank=1"]  # the smoke search's 2 epochs
+TWO_EPOCHS = [*SMALL, "optim.epochs=2"]
 
 
 def train_command(run_dir, *args, ranks=1, overrides=SMALL):
@@ -105,7 +106,7 @@ def test_a_training_leaves_model_files_that_load_and_score_as_logged(tmp_path):
     from law_hpc.engine.evaluation import sharded_accuracy
     from law_hpc.models import load
 
-    overrides = [*SMALL, "optim.epochs=2"]
+    overrides = TWO_EPOCHS
     proc = train(tmp_path, "--method", "uniform", overrides=overrides)
     rows = epochs(tmp_path)
     assert "model.pt" in proc.stdout and "law_hpc.models.load" in proc.stdout
@@ -151,16 +152,15 @@ def stop_in_second_epoch(run_dir, *args, iterations_per_epoch: int, ranks=1, ove
 
 @pytest.mark.slow
 def test_data_parallel_two_ranks_resume_after_preemption_equals_uninterrupted(tmp_path):
-    two_epochs = [*SMALL, "optim.epochs=2"]  # the stop lands in the last one, the resume finishes it
-    full = tmp_path / "full"
-    train(full, "--method", "uniform", ranks=2, overrides=two_epochs)
+    full = tmp_path / "full"  # two epochs: the stop lands in the last one, the resume finishes it
+    train(full, "--method", "uniform", ranks=2, overrides=TWO_EPOCHS)
     assert len(epochs(full)["epoch"]) == 2
     stopped = tmp_path / "stopped"
     # one rank: both must stop together
     code, output = stop_in_second_epoch(stopped, "--method", "uniform", iterations_per_epoch=8, ranks=2,
-                                        overrides=two_epochs)
+                                        overrides=TWO_EPOCHS)
     assert code != 0 and "75" in output or code == 75, output[-2000:]
-    resumed = train(stopped, "--method", "uniform", ranks=2, overrides=two_epochs)
+    resumed = train(stopped, "--method", "uniform", ranks=2, overrides=TWO_EPOCHS)
     assert "resumed" in resumed.stdout
     expected, got = epochs(full), epochs(stopped)
     for name in ("epoch", "lr", "train_loss", "test_acc", "val_acc", "weight_mean"):
@@ -207,7 +207,7 @@ def test_data_parallel_rank0_checkpoint_and_sharded_evaluation_equal_one_rank(tm
     the accuracies evaluated in shards and summed equal the whole sets evaluated in one process."""
     run_dir = tmp_path / "run"
     proc = train(run_dir, "--method", method, ranks=2,
-                 overrides=[*SMALL, "optim.epochs=2", "model.name=small_cnn", "data.test_size=333"])
+                 overrides=[*TWO_EPOCHS, "model.name=small_cnn", "data.test_size=333"])
     assert "WARNING" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["rank0000"]
     rows = epochs(run_dir)
@@ -299,16 +299,16 @@ def test_a_law_training_stopped_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
     checkpoint."""
     policy = constant_val_rank_policy(tmp_path / "policy.h5")
     # epochs of 16 iterations, stages of 8: the pause puts the stop at iteration 3 of epoch 2, inside stage 3
-    longer = ["data.train_size=1024", "data.test_size=500", "threads_per_rank=1", "stop_check_iterations=1",
-              "methods.law.uniform_guard=true", "methods.law.guard_peers=[elr]"]  # ELR's targets: per-sample state
+    guarded = ON_SMOKE_SCHEDULE + ["stop_check_iterations=1", "methods.law.uniform_guard=true",
+                                   "methods.law.guard_peers=[elr]"]  # ELR's targets: per-sample state
     full = tmp_path / "full"
-    train(full, "--policy", policy, overrides=longer)
+    train(full, "--policy", policy, overrides=guarded)
     stopped = tmp_path / "stopped"
-    code, output = stop_in_second_epoch(stopped, "--policy", policy, iterations_per_epoch=16, overrides=longer)
+    code, output = stop_in_second_epoch(stopped, "--policy", policy, iterations_per_epoch=16, overrides=guarded)
     assert code == 75 and "checkpoint written in epoch 2 at iteration 3/16" in output, \
         output[-2000:]  # mid-stage: the stage under way ranks against validation losses measured before it
     assert len(epochs(stopped)["epoch"]) == 1
-    train(stopped, "--policy", policy, overrides=longer)
+    train(stopped, "--policy", policy, overrides=guarded)
     expected, got = epochs(full), epochs(stopped)
     for name in ("epoch", "lr", "train_loss", "test_acc", "val_acc", "weight_mean", "weight_std"):
         assert np.array_equal(expected[name], got[name]), name

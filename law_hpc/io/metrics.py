@@ -127,7 +127,7 @@ def train_layout() -> dict:
 
 def package_versions() -> dict:
     """Versions of the stack, for the log's attributes: read from the installed distributions' metadata, not by
-    importing them (importing DALI and torchvision cost 3.5 s of CPU at each rank's start here)."""
+    importing them (importing DALI and torchvision cost rank 0, which writes the log, 3.5 s of CPU at start here)."""
     from importlib import metadata
     versions = {"torch": torch.__version__}
     for name in ("horovod", "h5py", "numpy", "mpi4py", "torchvision"):
