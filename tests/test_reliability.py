@@ -120,10 +120,22 @@ def test_kill9_of_all_ranks_with_live_readers_across_the_restart(uninterrupted, 
           f"reader ({len(seen)} reads) followed across the restart without an error")
 
 
-def test_stop_request_is_agreed_mid_stage_and_resumes_bit_exactly(uninterrupted, tmp_path):
-    """SIGUSR1 to rank 1 only, inside a 32-iteration stage polled every 2 iterations."""
-    run_dir = tmp_path / "stopped"
-    seconds, code, output = kill_mid_stage(run_dir, "one", sig=signal.SIGUSR1)
+def test_a_stop_request_to_one_rank_is_agreed_mid_stage_and_resumes_bit_exactly(uninterrupted, tmp_path):
+    """SIGTERM to rank 1 only, inside a 32-iteration stage polled every 2 iterations: both ranks stop at one
+    iteration. Before it, while both ranks wait in stage 2, a second job on the same run directory (it would
+    overwrite the checkpoints and logs) stops with one line naming the holder and leaves the first alone."""
+    run_dir, pause = tmp_path / "stopped", tmp_path / "pause"
+    first = start_job(search_command(run_dir, 2, overrides=LONG), pause=(pause, PAUSE_STEP))
+    wait_paused(first, pause, 2)  # stage 1's rows written, both ranks inside stage 2
+    second = run_search(run_dir, ranks=2, overrides=LONG)
+    output = second.stdout + second.stderr
+    errors = [line for line in output.splitlines() if "error: " in line]
+    # each rank prints the line, unless horovodrun stopped it first
+    assert second.returncode != 0 and "Exit code: 2" in output and 1 <= len(errors) <= 2, output[-3000:]
+    assert all("is in use by another job (pid" in line and "another --run-dir" in line for line in errors), errors
+    assert first.poll() is None
+    seconds = kill_ranks(first, "one", signal.SIGTERM, release=pause)
+    code, output = first.returncode, first.output
     match = re.search(r"stop requested \(another rank\), agreed (\d+) iteration\(s\), ([\d.]+) s after the request: "
                       r"checkpoint written in episode 1 stage 2 at iteration (\d+)/32", output)
     assert match and (code == 75 or "Exit code: 75" in output), output[-3000:]
@@ -131,6 +143,10 @@ def test_stop_request_is_agreed_mid_stage_and_resumes_bit_exactly(uninterrupted,
     assert 1 <= waited <= 2 and PAUSE_STEP - ITERATIONS_PER_STAGE < iteration <= PAUSE_STEP - ITERATIONS_PER_STAGE + 3
     positions = [path.name for path in list_checkpoints(checkpoint_dir(run_dir, 1))]
     assert positions[0] == f"ckpt-e00000-s00001-i{iteration:08d}.h5"
+    rows = read_stages(run_dir / "metrics.h5")
+    assert sorted(zip(rows["stage"], rows["rank"])) == [(0, 0), (0, 1)]  # the first job's rows, untouched
+    with h5py.File(run_dir / "metrics.h5", "r") as f:
+        assert f.attrs["status"] == b"preempted"
     stage_seconds = read_stages(uninterrupted / "metrics.h5")["stage_seconds"].max()
     print(f"[reliability] stop request inside a {ITERATIONS_PER_STAGE}-iteration stage ({stage_seconds:.1f} s "
           f"uninterrupted), polled every 2 iterations: agreed {waited} iteration(s), {latency:.2f} s after the "
@@ -252,24 +268,3 @@ def test_kill9_of_one_rank_mid_epoch_of_the_test_phase_and_the_rerun_equals_unin
     print(f"[reliability] kill -9 of rank 1 of the 2-rank test phase (mwnet) in epoch {len(logged) + 1}: the job "
           f"ended {seconds:.2f} s later; the rerun resumed after epoch {match.group(1)} and train.h5 equals the "
           "uninterrupted run's")
-
-
-def test_a_second_job_on_a_running_jobs_run_dir_is_refused(tmp_path):
-    """Two jobs on one run directory would overwrite each other's checkpoints and logs: the second stops with one
-    line naming the holder and leaves the first alone, which then stops cleanly on a request."""
-    run_dir, pause = tmp_path / "busy", tmp_path / "pause"
-    first = start_job(search_command(run_dir, 2, overrides=LONG), pause=(pause, PAUSE_STEP))
-    wait_paused(first, pause, 2)  # both ranks wait in stage 2, stage 1's rows written: the first job runs on
-    second = run_search(run_dir, ranks=2, overrides=LONG)
-    output = second.stdout + second.stderr
-    errors = [line for line in output.splitlines() if "error: " in line]
-    # each rank prints the line, unless horovodrun stopped it first
-    assert second.returncode != 0 and "Exit code: 2" in output and 1 <= len(errors) <= 2, output[-3000:]
-    assert all("is in use by another job (pid" in line and "another --run-dir" in line for line in errors), errors
-    assert first.poll() is None
-    kill_ranks(first, "all", signal.SIGUSR1, release=pause)
-    assert first.returncode != 0, first.output[-3000:]
-    rows = read_stages(run_dir / "metrics.h5")
-    assert sorted(zip(rows["stage"], rows["rank"])) == [(0, 0), (0, 1)]  # the first job's rows, untouched
-    with h5py.File(run_dir / "metrics.h5", "r") as f:
-        assert f.attrs["status"] == b"preempted"

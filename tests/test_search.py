@@ -151,17 +151,6 @@ def test_a_first_ctrl_c_stops_cleanly_with_a_checkpoint_and_the_rerun_finishes(t
 
 
 @pytest.mark.slow
-def test_two_rank_preemption_of_one_rank_stops_both_and_resumes(tmp_path):
-    code, output = interrupt_after_rows(tmp_path, rows=2, ranks=2, sig=signal.SIGTERM)
-    assert code == 75 or "exit code 75" in output or "75" in output, output[-3000:]
-    proc = run_search(tmp_path, ranks=2)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    c = read_stages(tmp_path / "metrics.h5")
-    keys = list(zip(c["episode"], c["stage"], c["rank"]))
-    assert len(keys) == len(set(keys)) == 2 * 2 * 4  # complete and duplicate-free
-
-
-@pytest.mark.slow
 def test_literal_command_default_config_new_run_dir_over_mpi(tmp_path):
     """`horovodrun -np N python -m law_hpc.search`: no --config, no --run-dir (made to run short by --set)."""
     tiny = ["search.episodes=1", "optim.epochs=1", "search.stages=2", "search.warmup_stages=1",
