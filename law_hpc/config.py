@@ -239,6 +239,11 @@ class TrainConfig:
     """The per-sample loss LAW's weights multiply, in the search (target and reference alike: the reward
     measures what the weights add to it) and in its test phase: ce | logit_adjusted | balanced_softmax | gce
     (their options: methods.logit_adjusted.tau, methods.gce.q and tau). A policy records it."""
+    calibrate: bool = False
+    """At the last epoch's end, fit a map of the evaluated model's log-probabilities on the validation split
+    (temperature and class bias, or also a class-to-class matrix), kept only where 5-fold cross-validation on that
+    split says it raises the accuracy (law_hpc/models/calibration.py); its logged validation accuracy is the
+    cross-validated one. Any method."""
 
 
 @dataclass

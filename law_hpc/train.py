@@ -88,6 +88,8 @@ class Training(Job):
         self.validation_batches = ValidationBatches(data.val, cfg.data.batch_size)
         self.validation = ShardedValidation(data.val_shard, dist.allgather_object, dist.average_batchnorm_statistics)
         self.interrupted: EpochProgress | None = None  # the epoch a mid-epoch checkpoint resumes
+        self.calibrated: torch.nn.Module | None = None  # train.calibrate's model, from the last epoch's end
+        self.calibration_note = ""
 
     # --- the job's parts -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -125,9 +127,34 @@ class Training(Job):
         evaluates its `shard` (a collective: every rank calls it at the same point)."""
         if shard is None:  # a folder without a test set
             return float("nan")
-        model = self.method.eval_model() if model is None else model
+        model = self.evaluated_model() if model is None else model
         self.dist.average_batchnorm_statistics(model)
         return sharded_accuracy(model, shard, self.dist.allgather_object)
+
+    def evaluated_model(self) -> torch.nn.Module:
+        """What is evaluated and exported: the method's model, calibrated once train.calibrate has chosen a map."""
+        return self.calibrated if self.calibrated is not None else self.method.eval_model()
+
+    def calibrate(self) -> float:
+        """train.calibrate at the last epoch's end (a collective): the map of models/calibration.py chosen by
+        5-fold cross-validation on the whole validation split (gathered in rank order; rank 0 fits, every rank
+        applies its map); the validation accuracy it gives back is the chosen kind's cross-validated one."""
+        from .models.calibration import Calibrated, calibrate, log_probabilities_of
+        model = self.method.eval_model()
+        self.dist.average_batchnorm_statistics(model)
+        shards = self.dist.allgather_object(log_probabilities_of(model, self.data.val_shard))
+        log_probabilities, labels = (torch.cat([shard[part] for shard in shards]) for part in (0, 1))
+        chosen = None
+        if self.dist.is_root:
+            calibrated, accuracies = calibrate(model, log_probabilities, labels)
+            chosen = (calibrated.parameters_state() if isinstance(calibrated, Calibrated) else None, accuracies)
+        state, accuracies = self.dist.allgather_object(chosen)[0]
+        kind = state["kind"] if state else "none"
+        if state:
+            self.calibrated = Calibrated(model, state["log_temperature"], state["matrix"], state["bias"], kind=kind)
+        self.calibration_note = (f"calibration: {kind} (validation, {len(labels)} images in 5 folds: "
+                                 + ", ".join(f"{name} {accuracy:.4f}" for name, accuracy in accuracies.items()) + ")")
+        return accuracies[kind]
 
     def validation_losses(self, loss_fn) -> torch.Tensor:
         """[N] per-sample `loss_fn` of the method's trained model on the whole validation set, the same on every rank
@@ -173,7 +200,7 @@ class Training(Job):
             best, last = max(self.history.rows, key=lambda r: r.val_acc), self.history.rows[-1]
             self.console.info(f"done in {self.progress.elapsed()}: {self.run_dir / 'model.pt'} (epoch "
                               f"{last.epoch + 1}, validation {last.val_acc:.4f}{_test_text(last)}"
-                              f"{_note_text(self.method.status())}); "
+                              f"{_note_text(self.note())}); "
                               f"{self.run_dir / 'model_best.pt'} (epoch {best.epoch + 1}, best validation "
                               f"{best.val_acc:.4f}{_test_text(best)}); law_hpc.models.load(path) gives either back")
         return 0
@@ -187,12 +214,16 @@ class Training(Job):
                      in_channels=self.data.in_channels, image_size=self.data.image_size, classes=self.data.classes,
                      mean=list(self.data.mean), std=list(self.data.std), method=self.method.name,
                      policy=self.cfg.train.policy if self.method.name == "law" else "", epoch=row.epoch + 1,
-                     val_acc=row.val_acc, test_acc=row.test_acc, note=self.method.status(),
+                     val_acc=row.val_acc, test_acc=row.test_acc, note=self.note(),
                      config_yaml=to_yaml(self.cfg), git_commit=git_commit())
-        model = self.method.eval_model()
+        model = self.evaluated_model()
         save_model_file(self.run_dir / "model.pt", model, **about)
         if row.val_acc >= max(r.val_acc for r in self.history.rows):
             save_model_file(self.run_dir / "model_best.pt", model, **about)
+
+    def note(self) -> str:
+        """What the evaluated model is, beyond the method's network: the guard's pick, the calibration map."""
+        return "; ".join(part for part in (self.method.status(), self.calibration_note) if part)
 
     def train_epoch(self, batches, progress: "EpochProgress") -> bool:
         """The rest of an epoch from where `progress` stands; False when a stop was agreed before its end."""
@@ -216,6 +247,8 @@ class Training(Job):
         val_acc = self.method.choose_eval_model(self.validation)
         if val_acc is None:
             val_acc = self.accuracy(self.data.val_shard)
+        if self.cfg.train.calibrate and epoch == self.cfg.optim.epochs - 1:
+            val_acc = self.calibrate()
         return EpochRow(epoch=epoch, lr=progress.lr, train_loss=float(progress.loss_sum) / progress.done,
                         test_acc=self.accuracy(self.data.test), val_acc=val_acc,
                         weight_mean=float(weights.mean()), weight_std=float(weights.std(unbiased=False)),
@@ -238,7 +271,7 @@ class Training(Job):
         self.console.info(f"{self.progress.stamp()} {self.method.name} epoch {row.epoch + 1}/{self.cfg.optim.epochs} "
                           f"lr {row.lr:.4g} loss {row.train_loss:.4f} test {row.test_acc:.4f} val {row.val_acc:.4f} "
                           f"w {row.weight_mean:.3f}±{row.weight_std:.3f} {row.samples_per_second:,.0f} samples/s "
-                          f"{row.seconds:.1f}s{_note_text(self.method.status())} | "
+                          f"{row.seconds:.1f}s{_note_text(self.note())} | "
                           f"{self.progress.suffix(row.epoch + 1)}")
 
 

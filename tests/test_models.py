@@ -128,3 +128,54 @@ def test_an_ensemble_model_file_loads_back_and_predicts_the_weighted_mean(tmp_pa
     with torch.no_grad():
         assert torch.allclose(loaded(images), expected, atol=1e-6)
         assert torch.allclose(ensemble(images), expected, atol=1e-6)
+
+
+def _biased_scores(seed: int, bias: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of 400 images of 4 classes from a model that sees the class (its logit + 2, with noise) but
+    adds `bias` to class 0's logit, as a network trained on labels that over-represent class 0 would."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(400) % 4
+    logits = 2.0 * torch.nn.functional.one_hot(labels, 4) + torch.randn(400, 4, generator=generator)
+    logits[:, 0] += bias
+    return torch.log_softmax(logits, 1), labels
+
+
+def test_calibration_takes_a_class_bias_out_and_leaves_an_unbiased_model_alone():
+    """A model biased toward class 0 gets a map (chosen by 5-fold cross-validation, every image predicted by a map
+    fit on the others) that raises its accuracy, as much on new images of the same model; an unbiased model's
+    maps cross-validate no better than it, and it is kept as is (the first of equals: none)."""
+    from law_hpc.models.calibration import Calibrated, affine, calibrate, cross_validated_accuracies
+    biased, labels = _biased_scores(0, bias=2.5)
+    model = torch.nn.Identity()  # its "images" are the scores themselves
+    calibrated, accuracies = calibrate(model, biased, labels)
+    plain = (biased.argmax(1) == labels).double().mean().item()
+    assert accuracies["none"] == plain < 0.6 and max(accuracies["bias"], accuracies["matrix"]) > plain + 0.15
+    assert isinstance(calibrated, Calibrated) and calibrated.kind in ("bias", "matrix")
+    unseen, unseen_labels = _biased_scores(1, bias=2.5)
+    with torch.no_grad():
+        assert float((calibrated(unseen).argmax(1) == unseen_labels).float().mean()) > plain + 0.15
+        z = affine(unseen, calibrated.log_temperature, calibrated.matrix, calibrated.bias)
+        assert torch.allclose(calibrated(unseen), z, atol=1e-5)
+    fair, labels = _biased_scores(0, bias=0.0)
+    fair = torch.log_softmax(fair + 10.0 * torch.nn.functional.one_hot(labels, 4), 1)  # every image right
+    kept, accuracies = calibrate(model, fair, labels)
+    assert kept is model and accuracies == cross_validated_accuracies(fair, labels) and accuracies["none"] == 1.0
+
+
+def test_a_calibrated_model_file_loads_back_with_its_map(tmp_path):
+    from law_hpc.models.calibration import Calibrated
+    from law_hpc.models.ensemble import Ensemble
+    from law_hpc.models.files import CALIBRATED_FORMAT, load, save_model_file
+    torch.manual_seed(3)
+    network = create_model("mlp", num_classes=NUM_CLASSES, in_channels=1, image_size=28).eval()
+    matrix = 0.1 * torch.randn(NUM_CLASSES, NUM_CLASSES)
+    images = torch.randn(5, 1, 28, 28)
+    for inner in (network, Ensemble([network], [1])):
+        model = Calibrated(inner, torch.tensor([0.2]), matrix, torch.linspace(-1, 1, NUM_CLASSES), kind="matrix")
+        save_model_file(tmp_path / "model.pt", model, name="mlp", options={}, num_classes=NUM_CLASSES, in_channels=1,
+                        image_size=28, note="calibration: matrix")
+        loaded = load(tmp_path / "model.pt")
+        assert isinstance(loaded, Calibrated) and isinstance(loaded.model, type(inner)) and not loaded.training
+        assert loaded.law_hpc_info["format"] == CALIBRATED_FORMAT and loaded.kind == "matrix"
+        with torch.no_grad():
+            assert torch.allclose(loaded(images), model(images), atol=1e-6)

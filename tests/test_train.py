@@ -171,14 +171,40 @@ def test_data_parallel_two_ranks_resume_after_preemption_equals_uninterrupted(tm
 @pytest.mark.slow
 def test_two_network_method_data_parallel(tmp_path):
     """Co-teaching's two DistributedOptimizers under horovodrun: distinct allreduce names, ranks agree; the noise
-    rate it estimates from both ranks' counts of epoch 2 drives the rest (3 epochs)."""
-    proc = train(tmp_path, "--method", "coteaching", ranks=2,
-                 overrides=[*SMALL, "methods.coteaching.estimate_forget_rate=true"])
-    assert len(epochs(tmp_path)["epoch"]) == 3
+    rate it estimates from both ranks' counts of epoch 2 drives the rest (3 epochs). train.calibrate: the ranks'
+    validation shards gathered whole, the map chosen by cross-validation on them; the last row logs the chosen
+    kind's cross-validated accuracy, model.pt (with its map) scores the logged test accuracy, and
+    tools/calibrate_runs.py chooses the same map for the finished run in one process."""
+    import re
+
+    import torch
+
+    from law_hpc.config import load_config
+    from law_hpc.data import build_data
+    from law_hpc.engine.evaluation import sharded_accuracy
+    from law_hpc.models import load
+    overrides = [*SMALL, "methods.coteaching.estimate_forget_rate=true", "train.calibrate=true"]
+    proc = train(tmp_path, "--method", "coteaching", ranks=2, overrides=overrides)
+    rows = epochs(tmp_path)
+    assert len(rows["epoch"]) == 3
     lines = [line for line in proc.stdout.splitlines() if "forget rate" in line]
     assert "estimating" in lines[0] and ", estimated" in lines[-1], proc.stdout[-2000:]
     rate = float(lines[-1].split("forget rate ")[1].split(",")[0])
-    assert 0.0 < rate <= 0.9 and np.mean(epochs(tmp_path)["weight_mean"][2:]) < 1.0  # it drops samples
+    assert 0.0 < rate <= 0.9 and np.mean(rows["weight_mean"][2:]) < 1.0  # it drops samples
+    note = re.search(r"calibration: (\w+) \(validation, 200 images in 5 folds: (.+?)\)", proc.stdout)
+    assert note, proc.stdout[-2000:]
+    accuracies = {kind: float(value) for kind, value in (item.split() for item in note[2].split(", "))}
+    assert list(accuracies) == ["none", "bias", "matrix"] and rows["val_acc"][-1] == round(accuracies[note[1]], 4)
+    model = load(tmp_path / "model.pt")
+    assert (type(model).__name__ == "Calibrated") == (note[1] != "none")
+    data = build_data(load_config(SMOKE, overrides).data, purpose="train", seed=0, rank=0, world_size=1,
+                      device=torch.device("cpu"))
+    assert sharded_accuracy(model, data.test, lambda mine: [mine]) == rows["test_acc"][-1]
+    # tools/calibrate_runs.py re-derives the map of a finished run in one process, from its network(s)
+    tool = subprocess.run([sys.executable, str(REPO / "tools" / "calibrate_runs.py"), str(tmp_path), "--save"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert tool.returncode == 0 and f"| {note[1]} |" in tool.stdout, tool.stdout + tool.stderr[-2000:]
+    assert type(load(tmp_path / "model_calibrated.pt")).__name__ == type(model).__name__
 
 
 def evaluate_checkpoint_on_one_rank(run_dir, tmp_path) -> tuple[float, float]:
