@@ -139,7 +139,7 @@ class Training(Job):
         """train.calibrate at the last epoch's end (a collective): the map of models/calibration.py chosen by
         5-fold cross-validation on the whole validation split (gathered in rank order; rank 0 fits, every rank
         applies its map); the validation accuracy it gives back is the chosen kind's cross-validated one."""
-        from .models.calibration import Calibrated, calibrate, log_probabilities_of
+        from .models.calibration import FOLDS, Calibrated, calibrate, log_probabilities_of
         model = self.method.eval_model()
         self.dist.average_batchnorm_statistics(model)
         shards = self.dist.allgather_object(log_probabilities_of(model, self.data.val_shard))
@@ -152,7 +152,7 @@ class Training(Job):
         kind = state["kind"] if state else "none"
         if state:
             self.calibrated = Calibrated(model, state["log_temperature"], state["matrix"], state["bias"], kind=kind)
-        self.calibration_note = (f"calibration: {kind} (validation, {len(labels)} images in 5 folds: "
+        self.calibration_note = (f"calibration: {kind} (validation, {len(labels)} images in {FOLDS} folds: "
                                  + ", ".join(f"{name} {accuracy:.4f}" for name, accuracy in accuracies.items()) + ")")
         return accuracies[kind]
 
