@@ -29,8 +29,8 @@ def calibrate_run(run_dir: Path, save: bool) -> list[str]:
     from law_hpc.data import build_data
     from law_hpc.engine.evaluation import sharded_accuracy
     from law_hpc.models import load
-    from law_hpc.models.calibration import Calibrated, calibrate, log_probabilities_of
-    from law_hpc.models.files import read_model_file, save_model_file
+    from law_hpc.models.calibration import KINDS, Calibrated, calibrate, log_probabilities_of
+    from law_hpc.models.files import save_model_file
 
     cfg = load_config(run_dir / "config.yaml")
     data = build_data(cfg.data, purpose="train", seed=cfg.seed, rank=0, world_size=1, device=torch.device("cpu"))
@@ -42,14 +42,14 @@ def calibrate_run(run_dir: Path, save: bool) -> list[str]:
 
     def test(scored) -> str:
         return "–" if data.test is None else f"{100 * sharded_accuracy(scored, data.test, lambda mine: [mine]):.2f}"
-    if save:
-        contents = read_model_file(run_dir / "model.pt")
-        about = {key: value for key, value in contents.items()
-                 if key not in ("format", "network_format", "state_dict", "state_dicts", "member_weights",
-                                "calibration")}
-        save_model_file(run_dir / "model_calibrated.pt", calibrated, **{**about, "note": f"calibration: {kind}"})
+    if save:  # what model.pt says of itself, with this map
+        about = {key: value for key, value in model.law_hpc_info.items()
+                 if key not in ("format", "network_format", "member_weights", "calibration")}
+        method_note = about.get("note", "").split("calibration: ")[0].rstrip("; ")  # a map's note comes last
+        note = "; ".join(part for part in (method_note, f"calibration: {kind}") if part)
+        save_model_file(run_dir / "model_calibrated.pt", calibrated, **{**about, "note": note})
     return [str(run_dir), f"{100 * accuracies['none']:.2f}",
-            " / ".join(f"{100 * accuracies[name]:.2f}" for name in ("none", "bias", "matrix")), kind,
+            " / ".join(f"{100 * accuracies[name]:.2f}" for name in KINDS), kind,
             test(network), test(calibrated) if kind != "none" else "(kept)"]
 
 
