@@ -146,10 +146,9 @@ class Training(Job):
         log_probabilities, labels = (torch.cat([shard[part] for shard in shards]) for part in (0, 1))
         chosen = None
         if self.dist.is_root:
-            calibrated, accuracies = calibrate(model, log_probabilities, labels)
-            chosen = (calibrated.parameters_state() if isinstance(calibrated, Calibrated) else None, accuracies)
-        state, accuracies = self.dist.allgather_object(chosen)[0]
-        kind = state["kind"] if state else "none"
+            calibrated, kind, accuracies = calibrate(model, log_probabilities, labels)
+            chosen = (kind, calibrated.parameters_state() if kind != "none" else None, accuracies)
+        kind, state, accuracies = self.dist.allgather_object(chosen)[0]
         if state:
             self.calibrated = Calibrated(model, state["log_temperature"], state["matrix"], state["bias"], kind=kind)
         self.calibration_note = (f"calibration: {kind} (validation, {len(labels)} images in {FOLDS} folds: "

@@ -147,7 +147,7 @@ def test_calibration_takes_a_class_bias_out_and_leaves_an_unbiased_model_alone()
     from law_hpc.models.calibration import Calibrated, affine, calibrate, cross_validated_accuracies
     biased, labels = _biased_scores(0, bias=2.5)
     model = torch.nn.Identity()  # its "images" are the scores themselves
-    calibrated, accuracies = calibrate(model, biased, labels)
+    calibrated, _, accuracies = calibrate(model, biased, labels)
     plain = (biased.argmax(1) == labels).double().mean().item()
     assert accuracies["none"] == plain < 0.6 and max(accuracies["bias"], accuracies["matrix"]) > plain + 0.15
     assert isinstance(calibrated, Calibrated) and calibrated.kind in ("bias", "matrix")
@@ -158,7 +158,7 @@ def test_calibration_takes_a_class_bias_out_and_leaves_an_unbiased_model_alone()
         assert torch.allclose(calibrated(unseen), z, atol=1e-5)
     fair, labels = _biased_scores(0, bias=0.0)
     fair = torch.log_softmax(fair + 10.0 * torch.nn.functional.one_hot(labels, 4), 1)  # every image right
-    kept, accuracies = calibrate(model, fair, labels)
+    kept, _, accuracies = calibrate(model, fair, labels)
     assert kept is model and accuracies == cross_validated_accuracies(fair, labels) and accuracies["none"] == 1.0
 
 

@@ -37,8 +37,7 @@ def calibrate_run(run_dir: Path, save: bool) -> list[str]:
     model = load(run_dir / "model.pt")
     network = model.model if isinstance(model, Calibrated) else model
     log_probabilities, labels = log_probabilities_of(network, data.val)
-    calibrated, accuracies = calibrate(network, log_probabilities, labels)
-    kind = calibrated.kind if isinstance(calibrated, Calibrated) else "none"
+    calibrated, kind, accuracies = calibrate(network, log_probabilities, labels)
 
     def test(scored) -> str:
         return "–" if data.test is None else f"{100 * sharded_accuracy(scored, data.test, lambda mine: [mine]):.2f}"

@@ -90,12 +90,12 @@ def log_probabilities_of(model: nn.Module, eval_set) -> tuple[torch.Tensor, torc
     return torch.cat(outputs), torch.cat(labels)
 
 
-def calibrate(model: nn.Module, log_probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[nn.Module, dict]:
+def calibrate(model: nn.Module, log_probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[nn.Module, str, dict]:
     """`model` wrapped in the map that cross-validates best on (log_probabilities, labels), the whole validation
-    split, or `model` itself when none beats it; and each kind's cross-validated accuracy."""
+    split, or `model` itself when none beats it; the kind chosen; each kind's cross-validated accuracy."""
     with torch.enable_grad():
         accuracies = cross_validated_accuracies(log_probabilities, labels)
         kind = max(KINDS, key=accuracies.get)  # the first of equals: none before any map
         if kind == "none":
-            return model, accuracies
-        return Calibrated(model, *fit(log_probabilities, labels, kind), kind=kind), accuracies
+            return model, kind, accuracies
+        return Calibrated(model, *fit(log_probabilities, labels, kind), kind=kind), kind, accuracies
