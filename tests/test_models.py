@@ -143,7 +143,8 @@ def _biased_scores(seed: int, bias: float) -> tuple[torch.Tensor, torch.Tensor]:
 def test_calibration_takes_a_class_bias_out_and_leaves_an_unbiased_model_alone():
     """A model biased toward class 0 gets a map (chosen by 5-fold cross-validation, every image predicted by a map
     fit on the others) that raises its accuracy, as much on new images of the same model; an unbiased model's
-    maps cross-validate no better than it, and it is kept as is (the first of equals: none)."""
+    maps cross-validate no better than it, and it is kept as is (the first of equals: none); a split with no more
+    images than the matrix has entries is not given one."""
     from law_hpc.models.calibration import Calibrated, affine, calibrate, cross_validated_accuracies
     biased, labels = _biased_scores(0, bias=2.5)
     model = torch.nn.Identity()  # its "images" are the scores themselves
@@ -160,6 +161,7 @@ def test_calibration_takes_a_class_bias_out_and_leaves_an_unbiased_model_alone()
     fair = torch.log_softmax(fair + 10.0 * torch.nn.functional.one_hot(labels, 4), 1)  # every image right
     kept, _, accuracies = calibrate(model, fair, labels)
     assert kept is model and accuracies == cross_validated_accuracies(fair, labels) and accuracies["none"] == 1.0
+    assert list(cross_validated_accuracies(biased[:16], labels[:16])) == ["none", "bias"]  # 16 images: 4x4 entries
 
 
 def test_a_calibrated_model_file_loads_back_with_its_map(tmp_path):

@@ -29,7 +29,7 @@ def calibrate_run(run_dir: Path, save: bool) -> list[str]:
     from law_hpc.data import build_data
     from law_hpc.engine.evaluation import sharded_accuracy
     from law_hpc.models import load
-    from law_hpc.models.calibration import KINDS, Calibrated, calibrate, log_probabilities_of
+    from law_hpc.models.calibration import Calibrated, calibrate, log_probabilities_of
     from law_hpc.models.files import save_model_file
 
     cfg = load_config(run_dir / "config.yaml")
@@ -48,7 +48,7 @@ def calibrate_run(run_dir: Path, save: bool) -> list[str]:
         note = "; ".join(part for part in (method_note, f"calibration: {kind}") if part)
         save_model_file(run_dir / "model_calibrated.pt", calibrated, **{**about, "note": note})
     return [str(run_dir), f"{100 * accuracies['none']:.2f}",
-            " / ".join(f"{100 * accuracies[name]:.2f}" for name in KINDS), kind,
+            " / ".join(f"{100 * accuracy:.2f}" for accuracy in accuracies.values()), kind,
             test(network), test(calibrated) if kind != "none" else "(kept)"]
 
 

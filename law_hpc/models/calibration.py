@@ -13,7 +13,8 @@ from torch import nn
 
 KINDS = ("none", "bias", "matrix")
 """The maps tried, simplest first (the first of equals is kept): none; temperature and a class bias; temperature,
-a class bias and a class-to-class matrix (L2-penalised)."""
+a class bias and a class-to-class matrix (L2-penalised), the last only where the split has more images than the
+matrix has entries (C^2: 10 classes need 100, 1,000 classes are never given one)."""
 MATRIX_L2 = 1e-2
 FOLDS = 5
 
@@ -69,7 +70,7 @@ def cross_validated_accuracies(log_probabilities: torch.Tensor, labels: torch.Te
     FOLDS - 1 folds (none: the model's own accuracy)."""
     folds = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).chunk(FOLDS)
     accuracies = {}
-    for kind in KINDS:
+    for kind in KINDS if len(labels) > log_probabilities.shape[1] ** 2 else KINDS[:-1]:
         predicted = torch.empty_like(labels)
         for k, held_out in enumerate(folds):
             rest = torch.cat([fold for j, fold in enumerate(folds) if j != k])
@@ -95,7 +96,7 @@ def calibrate(model: nn.Module, log_probabilities: torch.Tensor, labels: torch.T
     split, or `model` itself when none beats it; the kind chosen; each kind's cross-validated accuracy."""
     with torch.enable_grad():
         accuracies = cross_validated_accuracies(log_probabilities, labels)
-        kind = max(KINDS, key=accuracies.get)  # the first of equals: none before any map
+        kind = max(accuracies, key=accuracies.get)  # the first of equals: none before any map
         if kind == "none":
             return model, kind, accuracies
         return Calibrated(model, *fit(log_probabilities, labels, kind), kind=kind), kind, accuracies
