@@ -241,9 +241,10 @@ class TrainConfig:
     (their options: methods.logit_adjusted.tau, methods.gce.q and tau). A policy records it."""
     calibrate: bool = False
     """At the last epoch's end, fit a map of the evaluated model's log-probabilities on the validation split
-    (temperature and class bias, or also a class-to-class matrix), kept only where 5-fold cross-validation on that
-    split says it raises the accuracy (law_hpc/models/calibration.py); its logged validation accuracy is the
-    cross-validated one. Any method."""
+    (temperature and class bias, or also a class-to-class matrix where the split has more images than it has
+    entries), kept only where 5-fold cross-validation on that split says it raises the accuracy
+    (law_hpc/models/calibration.py); its logged validation accuracy is the cross-validated one. Any method;
+    `--policy default` sets it."""
 
 
 @dataclass

@@ -407,6 +407,7 @@ def test_the_default_preset_is_the_shipped_policy_with_its_guard_and_explicit_ke
     assert "methods.coteaching.loss=gce (was ce)" in adopted
     assert "methods.law.uniform_guard=true (was false)" in adopted
     assert law["guard_ensemble"] == 6 and "methods.law.guard_ensemble=6 (was 1)" in adopted
+    assert cfg.train.calibrate and "train.calibrate=true (was false)" in adopted
     assert load_policy("default").path == load_policy("fmnist_noisy_mlp_gce").path
     cfg, adopted = recipe_config("--config", str(REPO / "configs" / "folder.yaml"), "--policy", "default",
                                  "--set", "methods.law.guard_peers=[gce]")
