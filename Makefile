@@ -15,12 +15,10 @@ search: setup
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np $(NP) --bind-to none --oversubscribe \
 		$(PY) -m law_hpc.search $(ARGS)
 
-# Every test (what CI runs), each module on one worker (tests/conftest.py). 3 workers on 2 cores: a test that
-# waits on Slurm or a launcher leaves its core to the others. `make test-fast`: those that launch no process, for
-# the inner loop. The slowest 15 tests are listed at the end of a run.
-TEST_WORKERS ?= 3
+# Every test (what CI runs), on 2 workers, each module on one (tests/conftest.py). `make test-fast`: those
+# that launch no process, for the inner loop. The slowest 15 tests are listed at the end of a run.
 test: setup
-	$(PY) -m pytest tests -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PY) -m pytest tests -q -ra -n 2 --dist loadfile --durations=15
 
 test-fast: setup
 	$(PY) -m pytest tests -q -ra -m "not slow"
